@@ -1,0 +1,166 @@
+"""``evorec bench``: the standard protocol for several models on several datasets."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from evorec import __version__
+from evorec.config import apply_override
+from evorec.data.load import load_dataset
+from evorec.data.split import leave_one_out
+from evorec.evaluation.evaluator import evaluate
+from evorec.models import get_model_class
+from evorec.training.pipeline import count_parameters
+
+TABLE_METRICS = ("HR@10", "NDCG@10", "MRR@10", "Coverage@10")
+
+
+def model_overrides(overrides: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
+    """``key=value`` applies to every model whose config has ``key``; ``name.key=value`` to one."""
+    shared: dict[str, Any] = {}
+    per_model: dict[str, dict[str, Any]] = {name: {} for name in models}
+    for assignment in overrides:
+        key = assignment.split("=", 1)[0]
+        head = key.split(".", 1)[0]
+        if head in per_model and "." in key:
+            apply_override(per_model[head], assignment.split(".", 1)[1])
+        else:
+            apply_override(shared, assignment)
+    out = {}
+    for name in models:
+        fields = get_model_class(name).config_class.model_fields
+        out[name] = {k: v for k, v in shared.items() if k in fields} | per_model[name]
+    return out
+
+
+def time_to_quality(history: list[dict[str, float]], threshold: float) -> float | None:
+    """Training seconds at which validation NDCG@10 first reached ``threshold``."""
+    for record in history:
+        if record.get("NDCG@10", -1.0) >= threshold:
+            return record["train_seconds"]
+    return None
+
+
+def run_bench(
+    paths: list[str],
+    models: list[str],
+    *,
+    fmt: str = "auto",
+    overrides: list[str] | None = None,
+    quality: float = 0.04,
+    progress: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    console = console or Console(quiet=True)
+    params = model_overrides(overrides or [], models)
+    results: dict[str, Any] = {
+        "evorec_version": __version__,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        },
+        "protocol": {
+            "split": "leave-one-out (last event test, second-to-last validation)",
+            "ranking": "full ranking over all items, no sampled negatives",
+            "filter_seen": True,
+            "early_stopping": "validation NDCG@10",
+        },
+        "datasets": [],
+    }
+    for path in paths:
+        dataset = load_dataset(path, fmt)
+        split = leave_one_out(dataset)
+        entry: dict[str, Any] = {
+            "name": Path(path).stem,
+            "path": str(path),
+            "stats": dataset.stats(),
+            "models": {},
+        }
+        console.print(
+            f"[bold]{entry['name']}[/bold]: {dataset.n_users} users, "
+            f"{dataset.n_items} items, {dataset.n_events} events"
+        )
+        for name in models:
+            model = get_model_class(name)(params[name])
+            began = time.perf_counter()
+            model.fit(split, progress=progress)
+            train_seconds = time.perf_counter() - began
+            began = time.perf_counter()
+            test = evaluate(model, split.test)
+            eval_seconds = time.perf_counter() - began
+            info = model.fit_info
+            row: dict[str, Any] = {
+                **test.metrics,
+                "config": model.config.model_dump(),
+                "parameters": count_parameters(model),
+                "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
+            }
+            if "history" in info:
+                row.update(
+                    best_epoch=info["best_epoch"],
+                    epochs=info["epochs"],
+                    seconds_per_epoch=info["seconds_per_epoch"],
+                    sequences_per_second=info["sequences_per_second"],
+                    best_valid_ndcg10=info["best_valid"].get("NDCG@10"),
+                    time_to_valid_ndcg10=time_to_quality(info["history"], quality),
+                    valid_curve=[
+                        (h["epoch"], h["train_seconds"], h.get("NDCG@10")) for h in info["history"]
+                    ],
+                )
+            entry["models"][model.name] = row
+            console.print(
+                f"  {model.name}: NDCG@10 {test.metrics['NDCG@10']:.4f} "
+                f"HR@10 {test.metrics['HR@10']:.4f} ({train_seconds:.0f}s train)"
+            )
+        results["datasets"].append(entry)
+    results["quality_threshold"] = quality
+    return results
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    header = [
+        "dataset",
+        "model",
+        *TABLE_METRICS,
+        "params",
+        "best epoch",
+        "train s",
+        "s/epoch",
+        "seq/s",
+        "eval s",
+        f"s to val NDCG@10≥{results.get('quality_threshold', 0.04)}",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in results["datasets"]:
+        for name, row in entry["models"].items():
+            cells = [
+                entry["name"],
+                name,
+                *(_cell(row.get(m)) for m in TABLE_METRICS),
+                _cell(row.get("parameters")),
+                _cell(row.get("best_epoch")),
+                _cell(row.get("train_seconds"), 0),
+                _cell(row.get("seconds_per_epoch"), 1),
+                _cell(row.get("sequences_per_second"), 0),
+                _cell(row.get("eval_seconds"), 1),
+                _cell(row.get("time_to_valid_ndcg10"), 0),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""Typed run configuration: YAML files plus ``key=value`` command-line overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evorec.data.preprocess import PreprocessConfig
+from evorec.errors import ConfigError
+
+
+class SplitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["leave-one-out", "temporal"] = "leave-one-out"
+    test_time: int | None = Field(None, description="temporal: unix time of the test cut")
+    test_quantile: float = Field(0.9, gt=0, lt=1)
+    valid_quantile: float = Field(0.8, gt=0, lt=1)
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    format: str = "auto"
+    columns: dict[str, str] | None = Field(
+        None, description="canonical name -> source column, e.g. {user_id: userId}"
+    )
+    on_bad_rows: Literal["drop", "error"] = "drop"
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter_seen: bool = Field(True, description="remove history items from the ranking")
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+
+
+class RunConfig(BaseModel):
+    """Everything ``evorec train`` needs; saved beside every trained model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "sasrec"})
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model.get("name", "sasrec"))
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+
+def apply_override(values: dict[str, Any], assignment: str) -> None:
+    """Set ``a.b.c=value`` in nested ``values``; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' is not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{assignment}' has an empty key")
+    target = values
+    for part in parts[:-1]:
+        node = target.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{assignment}': '{part}' is not a section")
+        target = node
+    try:
+        target[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{assignment}': unreadable value ({exc})") from None
+
+
+def load_run_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults, then ``base``, then the YAML file, then the overrides."""
+    values: dict[str, Any] = copy.deepcopy(base or {})  # merging must not edit the caller's
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of sections")
+        _merge(values, loaded)
+    for assignment in overrides or []:
+        apply_override(values, assignment)
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config field '{where}': {err['msg']}") from None
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value

@@ -1,0 +1,185 @@
+"""A preprocessed dataset: events with contiguous internal ids plus the id mappings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from evorec.data.histories import Histories
+from evorec.errors import DataError, UnknownIdError
+
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+DATASET_FORMAT = 1
+
+
+@dataclass
+class Dataset:
+    """Events in internal ids, sorted by user then time (ties keep file order).
+
+    ``events`` has ``user_idx`` and ``item_idx`` (Int64, contiguous from 0), ``timestamp``,
+    ``behavior`` (Int64 code into ``behaviors``, null when absent) and ``value``.
+    ``user_ids[u]`` / ``item_ids[i]`` give the original id of internal index ``u`` / ``i``.
+    """
+
+    events: pl.DataFrame
+    user_ids: pl.Series
+    item_ids: pl.Series
+    items: pl.DataFrame | None = None
+    users: pl.DataFrame | None = None
+    behaviors: list[str] = field(default_factory=list)
+    has_time: bool = True
+    name: str = "dataset"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_events(self) -> int:
+        return self.events.height
+
+    @cached_property
+    def histories(self) -> Histories:
+        """Every user's chronological history, row ``u`` = internal user ``u``."""
+        counts = np.bincount(self.events[USER_IDX].to_numpy(), minlength=self.n_users)
+        offsets = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        behavior = self.events["behavior"]
+        return Histories(
+            offsets,
+            self.events[ITEM_IDX].to_numpy().astype(np.int64),
+            self.events["timestamp"].to_numpy().astype(np.int64),
+            behavior.fill_null(-1).to_numpy().astype(np.int64) if self.behaviors else None,
+        )
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        return np.bincount(self.events[ITEM_IDX].to_numpy(), minlength=self.n_items)
+
+    def with_events(self, events: pl.DataFrame) -> Dataset:
+        """The same id space and side tables over another set of events."""
+        return Dataset(
+            events,
+            self.user_ids,
+            self.item_ids,
+            self.items,
+            self.users,
+            self.behaviors,
+            self.has_time,
+            self.name,
+            dict(self.meta),
+        )
+
+    # -- id mapping ---------------------------------------------------------------------
+
+    def _encode(self, ids: Iterable[Any], mapping: pl.Series, kind: str) -> np.ndarray:
+        ids = list(ids)
+        try:
+            query = pl.Series("id", ids).cast(mapping.dtype, strict=True)
+        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError):
+            query = pl.Series("id", [None] * len(ids), dtype=mapping.dtype)
+        index = pl.DataFrame({"id": mapping, "idx": np.arange(len(mapping), dtype=np.int64)})
+        found = pl.DataFrame({"id": query}).join(index, on="id", how="left", maintain_order="left")
+        missing = found["idx"].is_null().to_numpy()
+        if missing.any():
+            bad = [ids[i] for i in np.flatnonzero(missing)[:5]]
+            raise UnknownIdError(f"unknown {kind} id(s): {', '.join(map(str, bad))}")
+        return found["idx"].to_numpy().astype(np.int64)
+
+    def encode_users(self, ids: Iterable[Any]) -> np.ndarray:
+        return self._encode(ids, self.user_ids, "user")
+
+    def encode_items(self, ids: Iterable[Any]) -> np.ndarray:
+        return self._encode(ids, self.item_ids, "item")
+
+    def stats(self) -> dict[str, Any]:
+        lengths = self.histories.lengths
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "events": self.n_events,
+            "density": self.n_events / max(self.n_users * self.n_items, 1),
+            "mean_history": float(lengths.mean()) if len(lengths) else 0.0,
+            "median_history": float(np.median(lengths)) if len(lengths) else 0.0,
+            "has_time": self.has_time,
+            "behaviors": self.behaviors,
+        }
+
+    # -- persistence --------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the dataset to directory ``path`` atomically (temp dir + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.events.write_parquet(tmp / "events.parquet")
+            pl.DataFrame({"user_id": self.user_ids}).write_parquet(tmp / "user_ids.parquet")
+            pl.DataFrame({"item_id": self.item_ids}).write_parquet(tmp / "item_ids.parquet")
+            if self.items is not None:
+                self.items.write_parquet(tmp / "items.parquet")
+            if self.users is not None:
+                self.users.write_parquet(tmp / "users.parquet")
+            meta = {
+                "format": DATASET_FORMAT,
+                "name": self.name,
+                "has_time": self.has_time,
+                "behaviors": self.behaviors,
+                "meta": self.meta,
+            }
+            (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, default=str))
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dataset:
+        path = Path(path)
+        meta_file = path / "dataset.json"
+        required = ["dataset.json", "events.parquet", "user_ids.parquet", "item_ids.parquet"]
+        missing = [name for name in required if not (path / name).exists()]
+        if missing:
+            raise DataError(f"not a saved dataset, missing {', '.join(missing)}", path=path)
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != DATASET_FORMAT:
+            raise DataError(
+                f"dataset format {meta.get('format')} is not supported "
+                f"(this evorec reads format {DATASET_FORMAT})",
+                path=meta_file,
+            )
+
+        def optional(name: str) -> pl.DataFrame | None:
+            file = path / name
+            return pl.read_parquet(file) if file.exists() else None
+
+        return cls(
+            events=pl.read_parquet(path / "events.parquet"),
+            user_ids=pl.read_parquet(path / "user_ids.parquet")["user_id"],
+            item_ids=pl.read_parquet(path / "item_ids.parquet")["item_id"],
+            items=optional("items.parquet"),
+            users=optional("users.parquet"),
+            behaviors=meta["behaviors"],
+            has_time=meta["has_time"],
+            name=meta["name"],
+            meta=meta["meta"],
+        )

@@ -1,0 +1,101 @@
+"""Ragged per-user sequences stored in CSR form (offsets + flat arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Histories:
+    """Chronological item sequences of several users.
+
+    Row ``r`` holds ``items[offsets[r]:offsets[r + 1]]`` (internal item indices), with the
+    aligned ``timestamps`` and ``behaviors`` (behaviour codes) when the data has them.
+    """
+
+    offsets: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray | None = None
+    behaviors: np.ndarray | None = None
+
+    @classmethod
+    def from_lists(
+        cls,
+        items: Sequence[Sequence[int]],
+        timestamps: Sequence[Sequence[int]] | None = None,
+    ) -> Histories:
+        lengths = np.fromiter((len(s) for s in items), dtype=np.int64, count=len(items))
+        offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.fromiter((i for s in items for i in s), dtype=np.int64, count=int(offsets[-1]))
+        times = None
+        if timestamps is not None:
+            times = np.fromiter(
+                (t for s in timestamps for t in s), dtype=np.int64, count=int(offsets[-1])
+            )
+        return cls(offsets, flat, times)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self.items[self.offsets[row] : self.offsets[row + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def to_lists(self) -> list[list[int]]:
+        return [self[r].tolist() for r in range(len(self))]
+
+    def _select(self, positions: np.ndarray, offsets: np.ndarray) -> Histories:
+        return Histories(
+            offsets,
+            self.items[positions],
+            None if self.timestamps is None else self.timestamps[positions],
+            None if self.behaviors is None else self.behaviors[positions],
+        )
+
+    def take(self, rows: np.ndarray) -> Histories:
+        """The histories of ``rows``, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.offsets[rows], self.lengths[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return self._select(positions, offsets)
+
+    def slice_each(self, start: np.ndarray | int, stop: np.ndarray | int) -> Histories:
+        """Per row, the events ``[start, stop)``; negative bounds count from the row's end."""
+        lengths = self.lengths
+        start = np.broadcast_to(np.asarray(start, dtype=np.int64), lengths.shape)
+        stop = np.broadcast_to(np.asarray(stop, dtype=np.int64), lengths.shape)
+        start = np.clip(np.where(start < 0, lengths + start, start), 0, lengths)
+        stop = np.clip(np.where(stop < 0, lengths + stop, stop), 0, lengths)
+        new_lengths = np.maximum(stop - start, 0)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(new_lengths, out=offsets[1:])
+        base = self.offsets[:-1] + start
+        positions = np.repeat(base - offsets[:-1], new_lengths) + np.arange(offsets[-1])
+        return self._select(positions, offsets)
+
+    def last(self, n: int) -> Histories:
+        """Each row cut to its last ``n`` events."""
+        lengths = self.lengths
+        # start = length - n (not -n: -0 would mean "from the start" and keep everything)
+        return self.slice_each(lengths - np.minimum(lengths, max(n, 0)), lengths)
+
+    def padded(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ``[rows, L]`` array of ``item + 1`` (0 = padding) over the last
+        ``max_len`` events, with the row lengths."""
+        cut = self.last(max_len)
+        lengths = cut.lengths
+        width = max(int(lengths.max(initial=0)), 1)
+        out = np.zeros((len(cut), width), dtype=np.int64)
+        rows = np.repeat(np.arange(len(cut)), lengths)
+        cols = np.arange(len(cut.items)) - np.repeat(cut.offsets[:-1], lengths)
+        out[rows, cols] = cut.items + 1
+        return out, lengths

@@ -1,0 +1,90 @@
+"""Load a dataset end to end: read, preprocess, cache the result as Parquet."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from evorec.data.dataset import Dataset
+from evorec.data.download import data_home
+from evorec.data.preprocess import PreprocessConfig, cache_key, preprocess
+from evorec.data.readers import read_events
+from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, VALUE, RawData, canonical_events
+from evorec.errors import DataError
+
+
+def load_dataset(
+    path: str | Path,
+    format: str = "auto",
+    *,
+    columns: dict[str, str] | None = None,
+    preprocess_config: PreprocessConfig | dict[str, Any] | None = None,
+    on_bad_rows: str = "drop",
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Read and preprocess ``path``; a second call with the same content and options is
+    served from the Parquet cache under ``<data home>/processed``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path=path)
+    config = PreprocessConfig.model_validate(preprocess_config or {})
+    if not cache:
+        return preprocess(
+            read_events(path, format, columns=columns, on_bad_rows=on_bad_rows), config
+        )
+    key = cache_key(path, f"{format}/{on_bad_rows}", columns, config)
+    target = Path(cache_dir) if cache_dir else data_home() / "processed"
+    target = target / f"{path.stem}-{key}"
+    if target.exists():
+        try:
+            dataset = Dataset.load(target)
+            dataset.meta["cache"] = {"path": str(target), "hit": True}
+            return dataset
+        except (DataError, OSError, pl.exceptions.PolarsError):
+            shutil.rmtree(target, ignore_errors=True)
+    dataset = preprocess(
+        read_events(path, format, columns=columns, on_bad_rows=on_bad_rows), config
+    )
+    dataset.save(target)
+    dataset.meta["cache"] = {"path": str(target), "hit": False}
+    return dataset
+
+
+def from_frame(
+    frame: Any,
+    *,
+    user: str = USER,
+    item: str = ITEM,
+    timestamp: str | None = TIME,
+    behavior: str | None = None,
+    value: str | None = None,
+    items: Any = None,
+    preprocess_config: PreprocessConfig | dict[str, Any] | None = None,
+    name: str = "frame",
+) -> Dataset:
+    """Build a dataset from a pandas or Polars DataFrame of events.
+
+    Without a timestamp column, row order within each user is taken as time."""
+    df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
+    missing = [c for c in (user, item) if c not in df.columns]
+    if missing:
+        raise DataError(f"column(s) {', '.join(missing)} not in the frame", field=missing[0])
+    has_time = timestamp is not None and timestamp in df.columns
+    mapping = {user: USER, item: ITEM}
+    for source, canonical in ((timestamp, TIME), (behavior, BEHAVIOR), (value, VALUE)):
+        if source is not None and source in df.columns:
+            mapping[source] = canonical
+    df = df.select([pl.col(s).alias(c) for s, c in mapping.items()])
+    if has_time and df.schema[TIME] in (pl.Datetime, pl.Date):
+        df = df.with_columns(pl.col(TIME).dt.epoch("s"))
+    if not has_time:
+        df = df.with_columns(pl.int_range(pl.len()).over(USER).alias(TIME))
+    item_table = None
+    if items is not None:
+        item_table = items if isinstance(items, pl.DataFrame) else pl.from_pandas(items)
+    raw = RawData(canonical_events(df), items=item_table, has_time=has_time, name=name)
+    return preprocess(raw, PreprocessConfig.model_validate(preprocess_config or {}))

@@ -1,0 +1,43 @@
+"""Errors shown to users: each names the file, line or field at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EvorecError(Exception):
+    """Base class for errors reported to the user without a traceback."""
+
+
+class DataError(EvorecError):
+    """Input data that cannot be read or is malformed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        where = []
+        if self.path:
+            where.append(self.path if line is None else f"{self.path}:{line}")
+        if field:
+            where.append(f"field '{field}'")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class ConfigError(EvorecError):
+    """An invalid configuration value or override."""
+
+
+class ModelDirError(EvorecError):
+    """A model directory that is missing files or was written by an incompatible version."""
+
+
+class UnknownIdError(EvorecError):
+    """A user or item id that the model has never seen."""

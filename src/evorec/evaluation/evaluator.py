@@ -1,0 +1,92 @@
+"""Full-ranking evaluation: every item is a candidate, no sampled negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from evorec.data.histories import Histories
+from evorec.data.split import EvalSet
+from evorec.evaluation.metrics import DEFAULT_KS, ranking_metrics
+
+if TYPE_CHECKING:
+    from evorec.models.base import Recommender
+
+SCORE_BUDGET = 2**25  # scores held at once (floats): bounds evaluation memory
+UNRANKED = np.iinfo(np.int64).max  # rank of a target removed from the ranking
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    users: int
+    filter_seen: bool
+    per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"users": self.users, "filter_seen": self.filter_seen, **self.metrics}
+
+
+def target_ranks(scores: torch.Tensor, targets: Histories, chunk: int) -> list[np.ndarray]:
+    """0-based rank of each target among all items; ties go to the lower item index.
+
+    Targets scored ``-inf`` (removed from the ranking) get :data:`UNRANKED`."""
+    rows = np.repeat(np.arange(len(targets)), targets.lengths)
+    flat_ranks = np.zeros(len(rows), dtype=np.int64)
+    index = torch.arange(scores.shape[1])
+    for start in range(0, len(rows), chunk):
+        part = slice(start, start + chunk)
+        row_scores = scores[torch.from_numpy(rows[part])]
+        items = torch.from_numpy(targets.items[part])
+        own = row_scores.gather(1, items[:, None])
+        higher = (row_scores > own).sum(1)
+        tied_before = ((row_scores == own) & (index[None, :] < items[:, None])).sum(1)
+        ranks = higher + tied_before
+        # A target scored -inf (filtered out as seen) is not in the ranking at all: it must
+        # miss at every K, even at K >= the number of items left.
+        ranks[torch.isneginf(own[:, 0])] = UNRANKED
+        flat_ranks[part] = ranks.numpy()
+    return np.split(flat_ranks, targets.offsets[1:-1])
+
+
+def evaluate(
+    model: Recommender,
+    data: EvalSet,
+    *,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    filter_seen: bool = True,
+    coverage_k: int = 10,
+) -> EvalResult:
+    """Rank the full catalogue for every user of ``data`` and average the metrics.
+
+    With ``filter_seen`` the items in a user's history are removed from the ranking (a target
+    the user has already seen can then not be hit). Catalogue coverage@``coverage_k`` is the
+    share of items that appear in at least one user's top list.
+    """
+    n_items = model.n_items
+    chunk = max(1, SCORE_BUDGET // max(n_items, 1))
+    all_ranks: list[np.ndarray] = []
+    recommended = np.zeros(n_items, dtype=bool)
+    with torch.inference_mode():
+        for start in range(0, len(data), chunk):
+            rows = np.arange(start, min(start + chunk, len(data)))
+            hist = data.histories.take(rows)
+            scores = model.score(hist).float()
+            if filter_seen:
+                row_ids = np.repeat(np.arange(len(rows)), hist.lengths)
+                scores[torch.from_numpy(row_ids), torch.from_numpy(hist.items)] = -torch.inf
+            all_ranks.extend(target_ranks(scores, data.targets.take(rows), chunk))
+            top = torch.topk(scores, min(coverage_k, n_items), dim=1).indices
+            recommended[top.flatten().numpy()] = True
+    per_user = ranking_metrics(all_ranks, ks)
+    multi_target = any(len(r) > 1 for r in all_ranks)
+    metrics = {
+        name: float(values.mean())
+        for name, values in per_user.items()
+        if multi_target or not name.startswith("Recall")
+    }
+    metrics[f"Coverage@{coverage_k}"] = float(recommended.mean())
+    return EvalResult(metrics, len(data), filter_seen, per_user)

@@ -1,0 +1,36 @@
+"""Recommenders, all under the contract of :class:`evorec.models.base.Recommender`."""
+
+from __future__ import annotations
+
+from evorec.errors import ConfigError
+from evorec.models.base import ModelConfig, Recommender
+from evorec.models.ease import EASE
+from evorec.models.gru4rec import GRU4Rec
+from evorec.models.popular import MostPopular
+from evorec.models.sasrec import SASRec
+from evorec.models.sequential import SequentialRecommender
+
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (MostPopular, EASE, GRU4Rec, SASRec)
+}
+ALIASES = {"mostpop": "pop", "popular": "pop", "most_popular": "pop"}
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; choose from {', '.join(MODELS)}")
+    return MODELS[key]
+
+
+__all__ = [
+    "EASE",
+    "GRU4Rec",
+    "MODELS",
+    "ModelConfig",
+    "MostPopular",
+    "Recommender",
+    "SASRec",
+    "SequentialRecommender",
+    "get_model_class",
+]

@@ -1,0 +1,256 @@
+"""The contract every recommender follows: fit, encode, item vectors, recommend, save/load.
+
+Scores are always ``s = i · v``: ``encode(histories)`` gives the interest vectors ``i`` and
+``item_vectors()`` the item vectors ``v``, so exact scoring, serving and ANN retrieval work
+the same for every model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from evorec import __version__
+from evorec.data.dataset import Dataset
+from evorec.data.histories import Histories
+from evorec.data.split import EvalSet, Split
+from evorec.errors import ConfigError, EvorecError, ModelDirError
+
+MODEL_FORMAT = 1
+MANIFEST = "evorec-model.json"
+
+Self = TypeVar("Self", bound="Recommender")
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's typed configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+
+
+class Recommender(ABC):
+    """Base class of all evorec recommenders."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any):
+        values = config.model_dump() if isinstance(config, ModelConfig) else dict(config or {})
+        values.update(overrides)
+        try:
+            self.config = self.config_class(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {self.name} config: {_first_error(exc)}") from None
+        self.dataset: Dataset | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # -- to implement -------------------------------------------------------------------
+
+    @abstractmethod
+    def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
+        """Learn parameters from ``train`` (validation data for early stopping, optional)."""
+
+    @abstractmethod
+    def encode(self, histories: Histories) -> np.ndarray:
+        """Interest vectors ``i`` (``[rows, dim]``) of the given histories."""
+
+    @abstractmethod
+    def item_vectors(self) -> np.ndarray:
+        """Item vectors ``v`` (``[n_items, dim]``)."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, Any]:
+        """Learned parameters (tensors, arrays, numbers) to save."""
+
+    @abstractmethod
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    # -- shared behaviour ---------------------------------------------------------------
+
+    @property
+    def n_items(self) -> int:
+        return self._require_fitted().n_items
+
+    def fit(self: Self, data: Dataset | Split, *, progress: bool = False) -> Self:
+        """Fit on a dataset, or on a split's training part with its validation set.
+
+        After a split the model recommends from the split's full histories."""
+        torch.manual_seed(self.config.seed)
+        np.random.seed(self.config.seed)
+        if isinstance(data, Split):
+            self._fit(data.train, data.valid, progress)
+            self.dataset = data.full
+        else:
+            self._fit(data, None, progress)
+            self.dataset = data
+        return self
+
+    def score(self, histories: Histories) -> torch.Tensor:
+        """Scores of every item for each history, ``[rows, n_items]``."""
+        interest = torch.from_numpy(np.ascontiguousarray(self.encode(histories), np.float32))
+        items = torch.from_numpy(np.ascontiguousarray(self.item_vectors(), np.float32))
+        return interest @ items.T
+
+    def user_vectors(self, users: Iterable[Any]) -> np.ndarray:
+        """Interest vectors of known users (original ids) from their stored histories."""
+        dataset = self._require_fitted()
+        return self.encode(dataset.histories.take(dataset.encode_users(users)))
+
+    def recommend(
+        self,
+        users: Iterable[Any] | None = None,
+        *,
+        histories: Iterable[Iterable[Any]] | None = None,
+        k: int = 10,
+        filter_seen: bool = True,
+        items: Iterable[Any] | None = None,
+    ) -> pl.DataFrame:
+        """Top-``k`` items for known ``users`` or for raw ``histories`` (original item ids).
+
+        ``items`` restricts the candidates. Returns ``user_id`` (or ``row`` for raw
+        histories), ``item_id``, ``score`` and ``rank`` (1 = best).
+        """
+        dataset = self._require_fitted()
+        if (users is None) == (histories is None):
+            raise EvorecError("give either users or histories")
+        if users is not None:
+            user_list = list(users)
+            rows = dataset.encode_users(user_list)
+            hist = dataset.histories.take(rows)
+            key = pl.Series("user_id", user_list, dtype=dataset.user_ids.dtype)
+        else:
+            raw = [list(h) for h in histories]
+            hist = Histories.from_lists([dataset.encode_items(h) for h in raw])
+            key = pl.Series("row", range(len(raw)), dtype=pl.Int64)
+        with torch.inference_mode():
+            scores = self.score(hist).float()
+            empty = torch.from_numpy(hist.lengths == 0)
+            if empty.any():
+                popularity = torch.from_numpy(dataset.item_popularity.astype(np.float32))
+                scores[empty] = popularity
+            if items is not None:
+                allowed = torch.zeros(scores.shape[1], dtype=torch.bool)
+                allowed[torch.from_numpy(dataset.encode_items(items))] = True
+                scores[:, ~allowed] = -torch.inf
+            if filter_seen:
+                row_ids = np.repeat(np.arange(len(hist)), hist.lengths)
+                scores[torch.from_numpy(row_ids), torch.from_numpy(hist.items)] = -torch.inf
+            top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        top_scores, top_items = top.values.numpy(), top.indices.numpy()
+        keep = np.isfinite(top_scores)
+        counts = keep.sum(1)
+        return pl.DataFrame(
+            {
+                key.name: key.gather(np.repeat(np.arange(len(key)), counts)),
+                "item_id": dataset.item_ids.gather(top_items[keep]),
+                "score": top_scores[keep].astype(np.float64),
+                "rank": np.concatenate([np.arange(1, c + 1) for c in counts]).astype(np.int64)
+                if len(counts)
+                else np.zeros(0, np.int64),
+            }
+        )
+
+    def _require_fitted(self) -> Dataset:
+        if self.dataset is None:
+            raise EvorecError(f"{self.name} model is not fitted")
+        return self.dataset
+
+    # -- persistence --------------------------------------------------------------------
+
+    def save(
+        self,
+        path: str | Path,
+        extra: dict[str, Any] | None = None,
+        files: dict[str, str] | None = None,
+    ) -> Path:
+        """Write config, parameters and the id mappings/histories to ``path`` atomically.
+
+        ``extra`` goes into the manifest; ``files`` maps file names to text written beside."""
+        dataset = self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            (tmp / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump()))
+            torch.save(self._state(), tmp / "state.pt")
+            dataset.save(tmp / "dataset")
+            manifest = {
+                "format": MODEL_FORMAT,
+                "evorec_version": __version__,
+                "model": self.name,
+                "fit_info": self.fit_info,
+                **(extra or {}),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            for name, text in (files or {}).items():
+                (tmp / name).write_text(text)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load any saved model; called on a subclass, the directory must hold that model."""
+        from evorec.models import get_model_class
+
+        path = Path(path)
+        manifest = read_manifest(path)
+        model_cls = get_model_class(manifest["model"])
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise ModelDirError(f"{path} holds a {manifest['model']} model, not {cls.name}")
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        model = model_cls(config)
+        model.dataset = Dataset.load(path / "dataset")
+        model.fit_info = manifest.get("fit_info", {})
+        try:
+            state = torch.load(path / "state.pt", weights_only=True)
+            model._load_state(state)
+        except (RuntimeError, KeyError, EOFError) as exc:
+            raise ModelDirError(f"{path / 'state.pt'}: cannot load parameters ({exc})") from None
+        return model
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of a model directory, after checking the directory is complete."""
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: model directory not found")
+    missing = [
+        n for n in (MANIFEST, "config.yaml", "state.pt", "dataset") if not (path / n).exists()
+    ]
+    if missing:
+        raise ModelDirError(f"{path}: not a complete model directory, missing {', '.join(missing)}")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelDirError(f"{path / MANIFEST}: unreadable manifest ({exc})") from None
+    if manifest.get("format") != MODEL_FORMAT:
+        raise ModelDirError(
+            f"{path}: written by evorec {manifest.get('evorec_version', '?')} in model format "
+            f"{manifest.get('format')}; this evorec {__version__} reads format {MODEL_FORMAT}"
+        )
+    return manifest
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}"

@@ -1,0 +1,88 @@
+"""SASRec (Kang & McAuley, ICDM 2018): a causal self-attention encoder of the history,
+trained with cross-entropy over the catalogue (Klenitskiy & Vasilev, RecSys 2023)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from evorec.models.sequential import SequenceNetwork, SequentialConfig, SequentialRecommender
+
+
+class SASRecConfig(SequentialConfig):
+    layers: int = Field(2, ge=1)
+    heads: int = Field(1, ge=1)
+    ffn_multiplier: int = Field(4, ge=1, description="feed-forward width = dim * multiplier")
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """Pre-norm Transformer block; attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.attn_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = (
+            self.qkv(self.attn_norm(x))
+            .view(batch, length, 3, self.heads, dim // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        # Right padding: causal masking alone keeps padding out of every real position.
+        attended = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, dim)))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+class SASRecNetwork(SequenceNetwork):
+    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+        super().__init__()
+        self.scale = math.sqrt(config.dim)
+        self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            CausalSelfAttentionBlock(
+                config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
+            )
+            for _ in range(config.layers)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        nn.init.normal_(self.item_embedding.weight, std=1.0 / self.scale)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(items.shape[1], device=items.device)
+        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class SASRec(SequentialRecommender):
+    name = "sasrec"
+    config: SASRecConfig
+    config_class = SASRecConfig
+
+    def build_network(self, n_items: int) -> SASRecNetwork:
+        return SASRecNetwork(n_items, self.config)

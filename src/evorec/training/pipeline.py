@@ -1,0 +1,142 @@
+"""The train -> evaluate -> save pipeline shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evorec.config import DataConfig, EvaluationConfig, RunConfig, SplitConfig
+from evorec.data.dataset import Dataset
+from evorec.data.load import load_dataset
+from evorec.data.split import Split, leave_one_out, temporal_split
+from evorec.errors import ConfigError, ModelDirError
+from evorec.evaluation.evaluator import EvalResult, evaluate
+from evorec.models import get_model_class
+from evorec.models.base import Recommender, read_manifest
+from evorec.models.sequential import SequentialRecommender
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    model: Recommender
+    split: Split
+    test: EvalResult
+    train_seconds: float
+    eval_seconds: float
+
+
+def load_data(config: DataConfig) -> Dataset:
+    if config.path is None:
+        raise ConfigError("no data path: pass --data PATH or set data.path in the config")
+    return load_dataset(
+        config.path,
+        config.format,
+        columns=config.columns,
+        preprocess_config=config.preprocess,
+        on_bad_rows=config.on_bad_rows,
+    )
+
+
+def make_split(dataset: Dataset, config: SplitConfig) -> Split:
+    if config.method == "temporal":
+        if not dataset.has_time:
+            raise ConfigError(
+                f"temporal split needs timestamps; {dataset.name} only gives event order"
+            )
+        return temporal_split(
+            dataset,
+            test_time=config.test_time,
+            test_quantile=config.test_quantile,
+            valid_quantile=config.valid_quantile,
+        )
+    return leave_one_out(dataset)
+
+
+def build_model(config: RunConfig) -> Recommender:
+    return get_model_class(config.model_name)(config.model_params)
+
+
+def train(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    dataset: Dataset | None = None,
+    progress: bool = False,
+    resume: bool = False,
+) -> TrainResult:
+    """Load and split the data, fit the configured model, evaluate it on the test split and,
+    when ``out`` is given, save it there with its effective config and test metrics."""
+    dataset = dataset if dataset is not None else load_data(config.data)
+    split = make_split(dataset, config.data.split)
+    model = build_model(config)
+    out = Path(out) if out is not None else None
+    if isinstance(model, SequentialRecommender) and out is not None:
+        model.checkpoint_path = out / CHECKPOINT
+        model.resume = resume
+    began = time.perf_counter()
+    model.fit(split, progress=progress)
+    train_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    result = evaluate(
+        model, split.test, ks=tuple(config.evaluation.ks), filter_seen=config.evaluation.filter_seen
+    )
+    eval_seconds = time.perf_counter() - began
+    if out is not None:
+        effective = config.model_copy(deep=True)
+        effective.model = {"name": model.name, **model.config.model_dump()}
+        model.save(
+            out,
+            extra={
+                "run_config": effective.model_dump(mode="json"),
+                "protocol": split.protocol,
+                "test": result.to_dict(),
+            },
+            files={
+                "run.yaml": yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False),
+                "metrics.json": json.dumps(result.to_dict(), indent=2),
+            },
+        )
+    return TrainResult(model, split, result, train_seconds, eval_seconds)
+
+
+def evaluate_model_dir(
+    path: str | Path, *, filter_seen: bool | None = None
+) -> tuple[Recommender, Split, EvalResult]:
+    """Re-run the saved model's test protocol on the data it was trained with."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if "run_config" not in manifest:
+        raise ModelDirError(f"{path}: no run config in the manifest; cannot rebuild the split")
+    config = RunConfig(**manifest["run_config"])
+    model = Recommender.load(path)
+    assert model.dataset is not None
+    split = make_split(model.dataset, config.data.split)
+    evaluation: EvaluationConfig = config.evaluation
+    result = evaluate(
+        model,
+        split.test,
+        ks=tuple(evaluation.ks),
+        filter_seen=evaluation.filter_seen if filter_seen is None else filter_seen,
+    )
+    return model, split, result
+
+
+def count_parameters(model: Recommender) -> int:
+    state: dict[str, Any] = model._state()
+    total = 0
+    for value in _tensors(state):
+        total += int(value.numel()) if hasattr(value, "numel") else int(value.size)
+    return total
+
+
+def _tensors(state: Any) -> list[Any]:
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in _tensors(v)]
+    return [state] if hasattr(state, "shape") else []

@@ -1,0 +1,219 @@
+"""Training loop of the sequence models.
+
+Sequence-to-sequence: every position of a training sequence predicts the next item, with a
+cross-entropy loss over the full catalogue (or a sampled softmax with logQ correction).
+Batches group sequences of similar length and the output layer runs only at real
+positions, so padding costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from evorec.data.dataset import Dataset
+from evorec.data.split import EvalSet
+from evorec.evaluation.evaluator import evaluate
+
+if TYPE_CHECKING:
+    from evorec.models.sequential import SequentialRecommender
+
+VALID_METRIC = "NDCG@10"
+log = logging.getLogger(__name__)
+
+
+class SequenceTrainer:
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        train: Dataset,
+        valid: EvalSet | None,
+        *,
+        progress: bool = False,
+        checkpoint_path: Path | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.model = model
+        self.config = model.config
+        self.network = model._network()
+        self.device = next(self.network.parameters()).device
+        self.progress = progress
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.resume = resume
+        self.n_items = train.n_items
+        # Sequences of at least two events, cut to max_len inputs + 1 target.
+        histories = train.histories.last(self.config.max_len + 1)
+        self.sequences = histories.take(np.flatnonzero(histories.lengths >= 2))
+        self.valid = valid
+        if valid is not None and self.config.valid_users and len(valid) > self.config.valid_users:
+            rows = np.random.default_rng(self.config.seed).choice(
+                len(valid), self.config.valid_users, replace=False
+            )
+            self.valid = valid.subset(np.sort(rows))
+        popularity = train.item_popularity.astype(np.float64) ** self.config.negative_power
+        self.negative_probs = torch.from_numpy(popularity / popularity.sum()).float()
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+        if torch.get_num_threads() < (os.cpu_count() or 1):
+            torch.set_num_threads(os.cpu_count() or 1)
+
+    # -- batches --------------------------------------------------------------------------
+
+    def batches(self) -> list[np.ndarray]:
+        """Rows grouped by length (random order among equal lengths), batches shuffled."""
+        lengths = self.sequences.lengths
+        order = np.lexsort((self.rng.random(len(lengths)), lengths))
+        size = self.config.batch_size
+        groups = [order[i : i + size] for i in range(0, len(order), size)]
+        self.rng.shuffle(groups)
+        return groups
+
+    def loss(self, rows: np.ndarray) -> tuple[torch.Tensor, int]:
+        padded, _ = self.sequences.take(rows).padded(self.config.max_len + 1)
+        batch = torch.from_numpy(padded).to(self.device)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        mask = targets > 0
+        hidden = self.network(inputs)[mask]
+        target = targets[mask] - 1
+        weight = self.network.item_embedding.weight[1:]
+        if self.config.loss == "softmax":
+            logits = hidden @ weight.T
+            return F.cross_entropy(logits, target), int(mask.sum())
+        negatives = torch.multinomial(
+            self.negative_probs,
+            self.config.n_negatives,
+            replacement=True,
+            generator=self.generator,
+        ).to(self.device)
+        log_q = torch.log(self.negative_probs.to(self.device) * self.config.n_negatives)
+        positive = (hidden * weight[target]).sum(-1, keepdim=True) - log_q[target, None]
+        negative = hidden @ weight[negatives].T - log_q[negatives][None, :]
+        negative = negative.masked_fill(negatives[None, :] == target[:, None], -torch.inf)
+        logits = torch.cat([positive, negative], dim=1)
+        zeros = torch.zeros(len(target), dtype=torch.long, device=self.device)
+        return F.cross_entropy(logits, zeros), int(mask.sum())
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomic: written to a temp file in the same directory, then renamed."""
+        assert self.checkpoint_path is not None
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=self.checkpoint_path.parent)
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _checkpoint_state(self, epoch: int, best: dict[str, Any], history: list) -> dict:
+        return {
+            "epoch": epoch,
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best": best,
+            "history": history,
+            "rng": self.rng.bit_generator.state,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    # -- loop ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        config = self.config
+        history: list[dict[str, float]] = []
+        best: dict[str, Any] = {"epoch": 0, "metric": -1.0, "state": None}
+        start_epoch, train_seconds = 1, 0.0
+        if self.resume and self.checkpoint_path and self.checkpoint_path.exists():
+            ckpt = torch.load(self.checkpoint_path, weights_only=False)
+            self.network.load_state_dict(ckpt["network"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.rng.bit_generator.state = ckpt["rng"]
+            self.generator.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            best, history = ckpt["best"], ckpt["history"]
+            start_epoch = ckpt["epoch"] + 1
+            train_seconds = history[-1]["train_seconds"] if history else 0.0
+        columns = [
+            TextColumn(f"[bold]{self.model.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        ]
+        with Progress(*columns, disable=not self.progress, transient=False) as bar:
+            task = bar.add_task("train", total=config.epochs, completed=start_epoch - 1, status="")
+            for epoch in range(start_epoch, config.epochs + 1):
+                self.network.train()
+                began = time.perf_counter()
+                total, positions = 0.0, 0
+                for rows in self.batches():
+                    loss, count = self.loss(rows)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    total += loss.item() * count
+                    positions += count
+                epoch_seconds = time.perf_counter() - began
+                train_seconds += epoch_seconds
+                record = {
+                    "epoch": epoch,
+                    "loss": total / max(positions, 1),
+                    "epoch_seconds": epoch_seconds,
+                    "train_seconds": train_seconds,
+                    "sequences_per_second": len(self.sequences) / epoch_seconds,
+                }
+                if self.valid is not None:
+                    self.network.eval()
+                    record[VALID_METRIC] = evaluate(self.model, self.valid, ks=(10,)).metrics[
+                        VALID_METRIC
+                    ]
+                    if record[VALID_METRIC] > best["metric"]:
+                        best = {
+                            "epoch": epoch,
+                            "metric": record[VALID_METRIC],
+                            "state": copy.deepcopy(self.network.state_dict()),
+                        }
+                history.append(record)
+                status = f"loss {record['loss']:.4f}"
+                if VALID_METRIC in record:
+                    status += (
+                        f"  val {VALID_METRIC} {record[VALID_METRIC]:.4f}"
+                        f" (best {best['metric']:.4f} @ {best['epoch']})"
+                    )
+                bar.update(task, completed=epoch, status=status)
+                log.info("epoch %d %s (%.1fs)", epoch, status, epoch_seconds)
+                if self.checkpoint_path is not None:
+                    self.save_checkpoint(self._checkpoint_state(epoch, best, history))
+                if self.valid is not None and epoch - best["epoch"] >= config.patience:
+                    break
+        if best["state"] is not None:
+            self.network.load_state_dict(best["state"])
+        self.network.eval()
+        epochs_run = len(history)
+        return {
+            "best_epoch": best["epoch"] if best["state"] is not None else epochs_run,
+            "best_valid": {VALID_METRIC: best["metric"]} if best["state"] is not None else {},
+            "epochs": epochs_run,
+            "train_seconds": train_seconds,
+            "seconds_per_epoch": float(np.median([h["epoch_seconds"] for h in history])),
+            "sequences_per_second": float(np.median([h["sequences_per_second"] for h in history])),
+            "train_sequences": len(self.sequences),
+            "history": history,
+        }

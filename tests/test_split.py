@@ -1,0 +1,165 @@
+"""Leave-one-out and temporal splits against per-user brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from evorec.data.dataset import Dataset
+from evorec.data.preprocess import PreprocessConfig, preprocess
+from evorec.data.schema import RawData, canonical_events
+from evorec.data.split import EvalSet, leave_one_out, temporal_split
+from evorec.errors import DataError
+
+LOOSE = PreprocessConfig(min_user_events=1, min_item_events=1, drop_duplicates=False)
+
+
+def make_dataset(seed: int, n_users: int = 25, n_items: int = 15) -> Dataset:
+    """Users with 1..9 events at random (possibly tied) times."""
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for u in range(n_users):
+        n = int(rng.integers(1, 10))
+        users += [u] * n
+        items += rng.integers(0, n_items, n).tolist()
+        times += rng.integers(0, 100, n).tolist()
+    raw = RawData(canonical_events(pl.DataFrame(
+        {"user_id": users, "item_id": items, "timestamp": times})))
+    return preprocess(raw, LOOSE)
+
+
+def per_user(ds: Dataset) -> dict[int, list[tuple[int, int]]]:
+    """Internal user -> chronological (item, time) list, straight from the events table."""
+    out: dict[int, list[tuple[int, int]]] = {u: [] for u in range(ds.n_users)}
+    for u, i, t in ds.events.select("user_idx", "item_idx", "timestamp").iter_rows():
+        out[u].append((i, t))
+    for s in out.values():
+        assert [t for _, t in s] == sorted(t for _, t in s)
+    return out
+
+
+def rows_of(es: EvalSet) -> dict[int, tuple[list[int], list[int]]]:
+    h, t = es.histories.to_lists(), es.targets.to_lists()
+    assert len(h) == len(t) == len(es.users)
+    return {int(u): (h[r], t[r]) for r, u in enumerate(es.users)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_leave_one_out(seed):
+    ds = make_dataset(seed)
+    split = leave_one_out(ds)
+    seqs = per_user(ds)
+    eligible = sorted(u for u, s in seqs.items() if len(s) >= 3)
+    assert split.test.users.tolist() == eligible
+    assert split.valid.users.tolist() == eligible
+    assert split.protocol["eval_users"] == len(eligible)
+
+    test, valid = rows_of(split.test), rows_of(split.valid)
+    for u in eligible:
+        items = [i for i, _ in seqs[u]]
+        assert test[u] == (items[:-1], [items[-1]])
+        assert valid[u] == (items[:-2], [items[-2]])
+
+    train = per_user(split.train)
+    for u, s in seqs.items():
+        # the last two events of eligible users are held out; shorter users stay whole
+        assert train[u] == (s[:-2] if len(s) >= 3 else s)
+    assert split.train.n_events == sum(len(s) - 2 if len(s) >= 3 else len(s)
+                                       for s in seqs.values())
+
+    # one id space for everything
+    assert split.full is ds
+    assert split.train.n_users == ds.n_users and split.train.n_items == ds.n_items
+    assert split.train.user_ids.equals(ds.user_ids)
+    assert split.train.item_ids.equals(ds.item_ids)
+
+
+def test_leave_one_out_hand_case():
+    raw = RawData(canonical_events(pl.DataFrame({
+        "user_id": ["a"] * 4 + ["b"] * 2 + ["c"] * 3,
+        "item_id": [1, 2, 3, 4, 1, 2, 5, 6, 7],
+        "timestamp": [1, 2, 3, 4, 1, 2, 3, 2, 1],  # c's events are in reverse file order
+    })))
+    split = leave_one_out(preprocess(raw, LOOSE))
+    ds = split.full
+    orig = ds.item_ids.to_list()
+
+    def ids(seq):
+        return [orig[i] for i in seq]
+
+    users = ds.user_ids.gather(split.test.users).to_list()
+    assert users == ["a", "c"]
+    assert [ids(s) for s in split.test.targets.to_lists()] == [[4], [5]]
+    assert [ids(s) for s in split.valid.targets.to_lists()] == [[3], [6]]
+    assert [ids(s) for s in split.test.histories.to_lists()] == [[1, 2, 3], [7, 6]]
+    assert [ids(s) for s in split.valid.histories.to_lists()] == [[1, 2], [7]]
+    assert [ids(s) for s in split.train.histories.to_lists()] == [[1, 2], [1, 2], [7]]
+
+
+def test_leave_one_out_needs_long_users():
+    raw = RawData(canonical_events(pl.DataFrame(
+        {"user_id": [1, 1, 2], "item_id": [1, 2, 1], "timestamp": [1, 2, 3]})))
+    with pytest.raises(DataError):
+        leave_one_out(preprocess(raw, LOOSE))
+
+
+@pytest.mark.parametrize(("seed", "t_valid", "t_test"), [(0, 50, 75), (1, 30, 31), (2, 10, 90)])
+def test_temporal_split(seed, t_valid, t_test):
+    ds = make_dataset(seed)
+    split = temporal_split(ds, valid_time=t_valid, test_time=t_test)
+    assert split.protocol["valid_time"] == t_valid and split.protocol["test_time"] == t_test
+    seqs = per_user(ds)
+
+    def reference(start, stop):
+        out = {}
+        for u, s in seqs.items():
+            before = [i for i, t in s if t < start]
+            window = [i for i, t in s if t >= start and (stop is None or t < stop)]
+            if before and window:
+                out[u] = (before, window)
+        return out
+
+    assert rows_of(split.valid) == reference(t_valid, t_test)
+    assert rows_of(split.test) == reference(t_test, None)
+    assert split.valid.users.tolist() == sorted(reference(t_valid, t_test))
+
+    # histories strictly before the cut, targets inside the window
+    for es, lo, hi in ((split.valid, t_valid, t_test), (split.test, t_test, None)):
+        assert es.histories.timestamps.max() < lo
+        assert es.targets.timestamps.min() >= lo
+        if hi is not None:
+            assert es.targets.timestamps.max() < hi
+
+    train = split.train
+    assert train.events["timestamp"].max() < t_valid
+    assert train.n_events == sum(1 for s in seqs.values() for _, t in s if t < t_valid)
+    assert train.user_ids.equals(ds.user_ids) and train.item_ids.equals(ds.item_ids)
+
+
+def test_temporal_split_quantile_cuts():
+    ds = make_dataset(3)
+    split = temporal_split(ds, valid_quantile=0.5, test_quantile=0.8)
+    times = ds.events["timestamp"]
+    assert split.protocol["valid_time"] == int(times.quantile(0.5))
+    assert split.protocol["test_time"] == int(times.quantile(0.8))
+    assert split.protocol["valid_time"] < split.protocol["test_time"]
+
+
+def test_temporal_split_rejects_bad_cuts():
+    ds = make_dataset(0)
+    with pytest.raises(DataError):
+        temporal_split(ds, valid_time=60, test_time=60)
+    with pytest.raises(DataError):
+        temporal_split(ds, valid_time=10, test_time=10_000)  # nobody after the test cut
+
+
+def test_eval_set_subset():
+    ds = make_dataset(4)
+    test = leave_one_out(ds).test
+    rows = np.array([2, 0])
+    sub = test.subset(rows)
+    assert sub.users.tolist() == test.users[rows].tolist()
+    h, t = test.histories.to_lists(), test.targets.to_lists()
+    assert sub.histories.to_lists() == [h[2], h[0]]
+    assert sub.targets.to_lists() == [t[2], t[0]]
