@@ -40,9 +40,7 @@ def test_defaults():
 
 
 def test_file_and_overrides(config_file):
-    cfg = load_run_config(
-        config_file, ["model.lr=0.002", "data.preprocess.min_user_events=3"]
-    )
+    cfg = load_run_config(config_file, ["model.lr=0.002", "data.preprocess.min_user_events=3"])
     assert cfg.model_name == "gru4rec"
     assert cfg.model_params == {"lr": 0.002, "dim": 32}
     assert isinstance(cfg.model["lr"], float)
@@ -57,8 +55,13 @@ def test_file_and_overrides(config_file):
 def test_override_values_are_yaml(config_file):
     cfg = load_run_config(
         config_file,
-        ["evaluation.ks=[5, 20]", "evaluation.filter_seen=false", "data.columns={user_id: uid}",
-         "data.split.test_time=1700000000", "model.name=ease"],
+        [
+            "evaluation.ks=[5, 20]",
+            "evaluation.filter_seen=false",
+            "data.columns={user_id: uid}",
+            "data.split.test_time=1700000000",
+            "model.name=ease",
+        ],
     )
     assert cfg.evaluation.ks == [5, 20]
     assert cfg.evaluation.filter_seen is False

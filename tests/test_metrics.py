@@ -118,9 +118,17 @@ class TableModel(Recommender):
 
 
 def catalogue(n_items: int) -> Dataset:
-    raw = RawData(canonical_events(pl.DataFrame(
-        {"user_id": [0] * n_items, "item_id": list(range(n_items)),
-         "timestamp": list(range(n_items))})))
+    raw = RawData(
+        canonical_events(
+            pl.DataFrame(
+                {
+                    "user_id": [0] * n_items,
+                    "item_id": list(range(n_items)),
+                    "timestamp": list(range(n_items)),
+                }
+            )
+        )
+    )
     ds = preprocess(raw, PreprocessConfig(min_user_events=1, min_item_events=1))
     assert ds.item_ids.to_list() == list(range(n_items))
     return ds
@@ -132,8 +140,9 @@ def constant_model(scores: list[float]) -> TableModel:
 
 
 def eval_set(histories: list[list[int]], targets: list[list[int]]) -> EvalSet:
-    return EvalSet(np.arange(len(histories)), Histories.from_lists(histories),
-                   Histories.from_lists(targets))
+    return EvalSet(
+        np.arange(len(histories)), Histories.from_lists(histories), Histories.from_lists(targets)
+    )
 
 
 DESC = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]  # item 0 best ... item 5 worst
@@ -214,6 +223,18 @@ def test_recall_reported_only_with_multiple_targets():
     assert multi.metrics["HR@1"] == pytest.approx(1 / 2)
 
 
+def test_repeated_target_counts_once():
+    """A temporal window may hold the same item twice: binary relevance counts it once."""
+    model = constant_model(DESC)
+    res = evaluate(model, eval_set([[5], [5]], [[0, 0], [4, 0, 4]]), ks=(1, 5))
+    # user 1: distinct targets 0 (rank 0) and 4 (rank 4)
+    ndcg = (1 + 1 / log2(6)) / (1 + 1 / log2(3))
+    assert res.per_user["NDCG@5"].tolist() == pytest.approx([1.0, ndcg])
+    assert res.per_user["Recall@1"].tolist() == pytest.approx([1.0, 1 / 2])
+    assert res.per_user["NDCG@1"].tolist() == pytest.approx([1.0, 1.0])
+    assert res.metrics["NDCG@5"] <= 1.0
+
+
 def random_problem(seed: int, n_items: int = 17, n_users: int = 23):
     rng = np.random.default_rng(seed)
     table = rng.integers(0, 4, (n_items, n_items)).astype(np.float32)  # many ties
@@ -230,12 +251,13 @@ def brute_force_ranks(model: TableModel, hist, targ, filter_seen: bool) -> list[
             for i in h:
                 s[i] = float("-inf")
         ranks = []
-        for target in t:
+        for target in dict.fromkeys(t):  # distinct targets
             if s[target] == float("-inf"):
                 ranks.append(10**9)  # removed from the ranking
                 continue
-            ranks.append(sum(1 for j, v in enumerate(s)
-                             if v > s[target] or (v == s[target] and j < target)))
+            ranks.append(
+                sum(1 for j, v in enumerate(s) if v > s[target] or (v == s[target] and j < target))
+            )
         out.append(np.array(ranks, dtype=np.int64))
     return out
 

@@ -55,8 +55,9 @@ def test_exact_duplicates_removed():
     s = step(ds, "drop exact duplicates")
     assert (s["before"], s["after"], s["removed"]) == (5, 4, 1)
 
-    keep = preprocess(raw, PreprocessConfig(min_user_events=1, min_item_events=1,
-                                            drop_duplicates=False))
+    keep = preprocess(
+        raw, PreprocessConfig(min_user_events=1, min_item_events=1, drop_duplicates=False)
+    )
     assert keep.n_events == 5
 
 
@@ -135,8 +136,9 @@ def test_rating_threshold():
 
 
 def test_max_user_events_drops_heavy_users():
-    raw = raw_of({"user_id": [1, 1, 1, 2, 2], "item_id": [1, 2, 3, 1, 2],
-                  "timestamp": [1, 2, 3, 4, 5]})
+    raw = raw_of(
+        {"user_id": [1, 1, 1, 2, 2], "item_id": [1, 2, 3, 1, 2], "timestamp": [1, 2, 3, 4, 5]}
+    )
     cfg = PreprocessConfig(min_user_events=1, min_item_events=1, max_user_events=2)
     ds = preprocess(raw, cfg)
     assert ds.user_ids.to_list() == [2]
@@ -223,8 +225,9 @@ def random_raw(seed: int, n: int = 60) -> tuple[RawData, list[tuple]]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_contiguous_ids_and_original_ids_round_trip(seed):
     raw, events = random_raw(seed)
-    ds = preprocess(raw, PreprocessConfig(min_user_events=1, min_item_events=1,
-                                          drop_duplicates=False))
+    ds = preprocess(
+        raw, PreprocessConfig(min_user_events=1, min_item_events=1, drop_duplicates=False)
+    )
     assert ds.n_users == len({e[0] for e in events})
     assert ds.n_items == len({e[1] for e in events})
     assert sorted(set(ds.events[USER_IDX].to_list())) == list(range(ds.n_users))
@@ -248,6 +251,12 @@ def test_unknown_ids_raise():
         ds.encode_items([999])
     with pytest.raises(UnknownIdError):
         ds.encode_items(["not-an-int"])  # wrong type for integer item ids
+    # ids of mixed types: only the misfit is reported, not a TypeError
+    with pytest.raises(UnknownIdError, match=r"item id\(s\): oops$"):
+        ds.encode_items([100, "oops", 101])
+    with pytest.raises(UnknownIdError, match=r"user id\(s\): 7$"):
+        ds.encode_users(["u1", 7])
+    assert ds.encode_items(["100", 101]).tolist() == ds.encode_items([100, 101]).tolist()
 
 
 def test_ids_numbered_in_order_of_first_appearance():
@@ -406,8 +415,9 @@ def test_load_dataset_cache(tmp_path):
     assert second.user_ids.to_list() == first.user_ids.to_list()
     assert second.item_ids.to_list() == first.item_ids.to_list()
 
-    other_opts = load.load_dataset(f, preprocess_config={**opts, "min_item_events": 2},
-                                   cache_dir=cache)
+    other_opts = load.load_dataset(
+        f, preprocess_config={**opts, "min_item_events": 2}, cache_dir=cache
+    )
     assert other_opts.meta["cache"]["hit"] is False
     assert other_opts.n_events == 4  # item 12 dropped
 

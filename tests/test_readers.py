@@ -415,3 +415,9 @@ def test_cli_info(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["info", "--data", str(tmp_path / "missing.csv")])
     assert result.exit_code == 1
     assert "error:" in result.stderr and "Traceback" not in result.output
+
+
+def test_unreadable_inputs(tmp_path: Path) -> None:
+    assert "not a directory" in str(error_of(tmp_path, "csv"))
+    broken = write(tmp_path / "log.parquet", "not parquet")
+    assert str(error_of(broken)).startswith(f"{broken}: cannot read")

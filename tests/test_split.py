@@ -24,8 +24,9 @@ def make_dataset(seed: int, n_users: int = 25, n_items: int = 15) -> Dataset:
         users += [u] * n
         items += rng.integers(0, n_items, n).tolist()
         times += rng.integers(0, 100, n).tolist()
-    raw = RawData(canonical_events(pl.DataFrame(
-        {"user_id": users, "item_id": items, "timestamp": times})))
+    raw = RawData(
+        canonical_events(pl.DataFrame({"user_id": users, "item_id": items, "timestamp": times}))
+    )
     return preprocess(raw, LOOSE)
 
 
@@ -65,8 +66,7 @@ def test_leave_one_out(seed):
     for u, s in seqs.items():
         # the last two events of eligible users are held out; shorter users stay whole
         assert train[u] == (s[:-2] if len(s) >= 3 else s)
-    assert split.train.n_events == sum(len(s) - 2 if len(s) >= 3 else len(s)
-                                       for s in seqs.values())
+    assert split.train.n_events == sum(len(s) - 2 if len(s) >= 3 else len(s) for s in seqs.values())
 
     # one id space for everything
     assert split.full is ds
@@ -76,11 +76,18 @@ def test_leave_one_out(seed):
 
 
 def test_leave_one_out_hand_case():
-    raw = RawData(canonical_events(pl.DataFrame({
-        "user_id": ["a"] * 4 + ["b"] * 2 + ["c"] * 3,
-        "item_id": [1, 2, 3, 4, 1, 2, 5, 6, 7],
-        "timestamp": [1, 2, 3, 4, 1, 2, 3, 2, 1],  # c's events are in reverse file order
-    })))
+    raw = RawData(
+        canonical_events(
+            pl.DataFrame(
+                {
+                    "user_id": ["a"] * 4 + ["b"] * 2 + ["c"] * 3,
+                    "item_id": [1, 2, 3, 4, 1, 2, 5, 6, 7],
+                    # c's events are in reverse file order
+                    "timestamp": [1, 2, 3, 4, 1, 2, 3, 2, 1],
+                }
+            )
+        )
+    )
     split = leave_one_out(preprocess(raw, LOOSE))
     ds = split.full
     orig = ds.item_ids.to_list()
@@ -98,8 +105,11 @@ def test_leave_one_out_hand_case():
 
 
 def test_leave_one_out_needs_long_users():
-    raw = RawData(canonical_events(pl.DataFrame(
-        {"user_id": [1, 1, 2], "item_id": [1, 2, 1], "timestamp": [1, 2, 3]})))
+    raw = RawData(
+        canonical_events(
+            pl.DataFrame({"user_id": [1, 1, 2], "item_id": [1, 2, 1], "timestamp": [1, 2, 3]})
+        )
+    )
     with pytest.raises(DataError):
         leave_one_out(preprocess(raw, LOOSE))
 

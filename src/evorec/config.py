@@ -77,7 +77,9 @@ def apply_override(values: dict[str, Any], assignment: str) -> None:
     try:
         target[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{assignment}': unreadable value ({exc})") from None
+        raise ConfigError(
+            f"override '{assignment}': unreadable value ({_yaml_problem(exc)})"
+        ) from None
 
 
 def load_run_config(
@@ -94,7 +96,7 @@ def load_run_config(
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+            raise ConfigError(f"{path}: invalid YAML ({_yaml_problem(exc)})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of sections")
         _merge(values, loaded)
@@ -105,7 +107,17 @@ def load_run_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"config field '{where}': {err['msg']}") from None
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"config field '{where}': {message}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The gist of a YAML error on one line (PyYAML's own message spans several)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:

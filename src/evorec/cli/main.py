@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evorec import __version__
-from evorec.errors import DataError, EvorecError
+from evorec.errors import ConfigError, DataError, EvorecError
 
 app = typer.Typer(
     name="evorec",
@@ -30,10 +31,22 @@ err_console = Console(stderr=True)
 SECTIONS = ("data", "model", "evaluation")
 
 
+@app.callback()
+def options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every epoch")] = False,
+) -> None:
+    """Learn how users' interests evolve and recommend from it."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+
+
 def _register_subcommands() -> None:
     from evorec.cli.data_commands import app as data_app
 
-    app.add_typer(data_app, name="data")
+    if not any(group.typer_instance is data_app for group in app.registered_groups):
+        app.add_typer(data_app, name="data")
 
 
 def _overrides(sets: list[str] | None) -> list[str]:
@@ -41,21 +54,43 @@ def _overrides(sets: list[str] | None) -> list[str]:
     out = []
     for item in sets or []:
         key = item.split("=", 1)[0]
-        out.append(item if key.split(".")[0] in SECTIONS else f"model.{item}")
+        prefixed = "=" in item and key.split(".")[0] not in SECTIONS
+        out.append(f"model.{item}" if prefixed else item)  # no '=': the error shows it as given
     return out
 
 
-def metrics_table(title: str, rows: dict[str, dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title)
-    table.add_column("model")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for name, values in rows.items():
-        cells = []
-        for column in columns:
-            value = values.get(column)
-            cells.append(f"{value:.4f}" if isinstance(value, float) else str(value or "-"))
-        table.add_row(name, *cells)
+def _check_bench_overrides(sets: list[str], models: list[str]) -> None:
+    """Fail before any training on an unknown model, or on a ``--set`` key that no selected
+    model has (``bench`` applies a shared key only to the models that have it)."""
+    from evorec.models import get_model_class
+
+    classes = {name: get_model_class(name) for name in models}
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        head, _, rest = key.partition(".")
+        targets = [head] if head in classes and rest else list(classes)
+        field = rest if head in classes and rest else key
+        if not any(field in classes[name].config_class.model_fields for name in targets):
+            raise ConfigError(f"--set {item}: no model field '{field}' in {', '.join(targets)}")
+
+
+def metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    """One row per cut-off K, one column per metric; other values (coverage) in the title."""
+    by_k: dict[str, dict[str, float]] = {}
+    extras = []
+    for key, value in metrics.items():
+        name, _, k = key.partition("@")
+        if name in ("HR", "NDCG", "MRR", "Recall"):
+            by_k.setdefault(k, {})[name] = value
+        else:
+            extras.append(f"{key} {value:.4f}")
+    names = [n for n in ("HR", "NDCG", "MRR", "Recall") if any(n in row for row in by_k.values())]
+    table = Table(title=title, caption=", ".join(extras) or None)
+    table.add_column("K", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for k, row in by_k.items():
+        table.add_row(k, *(f"{row[name]:.4f}" for name in names))
     return table
 
 
@@ -63,7 +98,9 @@ def _print_report(dataset: Any) -> None:
     report = dataset.meta.get("report", [])
     cache = dataset.meta.get("cache", {})
     if cache.get("hit"):
+        # the report is cached with the data: dropped lines are still worth showing
         console.print(f"[dim]processed data from cache {cache['path']}[/dim]")
+    if not report:
         return
     table = Table(title="preprocessing", show_lines=False)
     for column in ("step", "before", "after", "removed", "detail"):
@@ -96,7 +133,7 @@ def train(
 ) -> None:
     """Train a model, evaluate it on the held-out split and save it."""
     from evorec.config import load_run_config
-    from evorec.training.pipeline import load_data
+    from evorec.training.pipeline import CHECKPOINT, build_model, load_data
     from evorec.training.pipeline import train as run_train
 
     base: dict[str, Any] = {"data": {}, "model": {}}
@@ -107,17 +144,24 @@ def train(
     run_config = load_run_config(config, _overrides(sets), base)
     if model is not None:
         run_config.model["name"] = model
+    build_model(run_config)  # an unknown model or a bad model setting fails before reading
+    if resume and not (out / CHECKPOINT).is_file():
+        err_console.print(
+            f"note: --resume: no {CHECKPOINT} in {out}; training from the start",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     dataset = load_data(run_config.data)
     _print_report(dataset)
     result = run_train(run_config, out, dataset=dataset, progress=not quiet, resume=resume)
     metrics = result.test.metrics
     console.print(
         metrics_table(
-            f"test ({result.split.protocol['split']}, full ranking, "
+            f"{result.model.name} test: {result.split.protocol['split']}, full ranking, "
             f"seen items {'filtered' if result.test.filter_seen else 'kept'}, "
-            f"{result.test.users} users)",
-            {result.model.name: metrics},
-            list(metrics),
+            f"{result.test.users} users",
+            metrics,
         )
     )
     console.print(f"model saved to [bold]{out}[/bold] ({result.train_seconds:.1f}s training)")
@@ -137,10 +181,10 @@ def evaluate(
     model, split, result = evaluate_model_dir(model_dir, filter_seen=filter_seen)
     console.print(
         metrics_table(
-            f"{split.protocol['split']}, full ranking over {model.n_items} items, seen items "
-            f"{'filtered' if result.filter_seen else 'kept'}, {result.users} users",
-            {model.name: result.metrics},
-            list(result.metrics),
+            f"{model.name} test: {split.protocol['split']}, full ranking over {model.n_items} "
+            f"items, seen items {'filtered' if result.filter_seen else 'kept'}, "
+            f"{result.users} users",
+            result.metrics,
         )
     )
     if json_out is not None:
@@ -151,7 +195,12 @@ def _read_user_file(path: Path) -> list[str]:
     if not path.exists():
         raise DataError("file not found", path=path)
     if path.suffix == ".parquet":
-        frame = pl.read_parquet(path)
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(f"cannot read: {exc}", path=path) from None
+        if frame.is_empty():
+            raise DataError("no user ids", path=path)
     else:
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if not lines:
@@ -159,6 +208,8 @@ def _read_user_file(path: Path) -> list[str]:
         header = lines[0].split(",")[0]
         if header in ("user_id", "user"):
             lines = lines[1:]
+        if not lines:
+            raise DataError("no user ids", path=path)
         return [line.split(",")[0] for line in lines]
     column = "user_id" if "user_id" in frame.columns else frame.columns[0]
     return frame[column].cast(pl.Utf8).to_list()
@@ -241,6 +292,12 @@ def bench(
     """Standard protocol (leave-one-out, full ranking) for each model on each dataset."""
     from evorec.benchmarking.bench import markdown_table, run_bench
 
+
+    def save(results: dict[str, Any]) -> None:
+        write_atomic_text(out, json.dumps(results, indent=2))
+        write_atomic_text(out.with_suffix(".md"), markdown_table(results))
+
+    _check_bench_overrides(sets or [], [m.strip() for m in models.split(",") if m.strip()])
     results = run_bench(
         data,
         [m.strip() for m in models.split(",") if m.strip()],
@@ -249,9 +306,9 @@ def bench(
         quality=quality,
         progress=not quiet,
         console=console,
+        checkpoint=save,
     )
-    write_atomic_text(out, json.dumps(results, indent=2))
-    write_atomic_text(out.with_suffix(".md"), markdown_table(results))
+    save(results)
     console.print(markdown_table(results))
     console.print(f"results written to {out} and {out.with_suffix('.md')}")
 
@@ -278,8 +335,15 @@ def main() -> None:
     _register_subcommands()
     try:
         app()
-    except EvorecError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except (EvorecError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, EvorecError):
+            # e.g. --out in a read-only place: name the file, no traceback
+            exc = EvorecError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        message = " ".join(str(exc).split("\n"))
+        # one line whatever the terminal width; markup off so that [..] in paths stays
+        err_console.print(
+            f"error: {message}", style="red", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")

@@ -23,6 +23,14 @@ ITEM_IDX = "item_idx"
 DATASET_FORMAT = 1
 
 
+def _cast_id(value: Any, dtype: pl.DataType) -> Any:
+    """``value`` as an id of type ``dtype``, or None when it is not one."""
+    try:
+        return pl.Series("id", [value]).cast(dtype, strict=True)[0]
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, TypeError):
+        return None
+
+
 @dataclass
 class Dataset:
     """Events in internal ids, sorted by user then time (ties keep file order).
@@ -92,8 +100,10 @@ class Dataset:
         ids = list(ids)
         try:
             query = pl.Series("id", ids).cast(mapping.dtype, strict=True)
-        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError):
-            query = pl.Series("id", [None] * len(ids), dtype=mapping.dtype)
+        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, TypeError):
+            # some ids do not fit the id type (or the ids mix types, which pl.Series refuses
+            # with a TypeError): look them up one by one, the misfits being unknown
+            query = pl.Series("id", [_cast_id(v, mapping.dtype) for v in ids], dtype=mapping.dtype)
         index = pl.DataFrame({"id": mapping, "idx": np.arange(len(mapping), dtype=np.int64)})
         found = pl.DataFrame({"id": query}).join(index, on="id", how="left", maintain_order="left")
         missing = found["idx"].is_null().to_numpy()

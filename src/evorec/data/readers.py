@@ -147,6 +147,18 @@ def read_events(
         raise ConfigError(
             f"columns= and sep= apply only to the formats {', '.join(TABLE_FORMATS)}, not {fmt}"
         )
+    if path.is_dir() and fmt not in ("movielens", "unisrec"):
+        raise DataError(f"the {fmt} format reads a file, not a directory", path=path)
+    try:
+        return _dispatch(path, fmt, columns, sep, on_bad_rows)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"cannot read: {exc}", path=path) from exc
+
+
+def _dispatch(
+    path: Path, fmt: str, columns: dict[str, str] | None, sep: str | None, on_bad_rows: str
+) -> RawData:
+    """Call the reader of ``fmt``."""
     if fmt in ("csv", "tsv"):
         return _read_delimited(path, fmt, columns, sep, on_bad_rows)
     if fmt == "parquet":
@@ -263,10 +275,7 @@ def _read_delimited(
 
 
 def _read_parquet(path: Path, columns: dict[str, str] | None, on_bad_rows: str) -> RawData:
-    try:
-        df = pl.read_parquet(path)
-    except Exception as exc:  # polars and pyarrow raise assorted types for corrupt files
-        raise DataError(f"cannot read parquet: {exc}", path=path) from exc
+    df = pl.read_parquet(path)
     line = pl.Series(LINE, range(1, df.height + 1), dtype=pl.Int64)
     events, has_time = _events_from_table(path, df, line, columns, on_bad_rows)
     return RawData(events, has_time=has_time, name=path.stem, sources=[path])

@@ -52,6 +52,24 @@ def target_ranks(scores: torch.Tensor, targets: Histories, chunk: int) -> list[n
     return np.split(flat_ranks, targets.offsets[1:-1])
 
 
+def distinct_targets(targets: Histories) -> Histories:
+    """Each row's distinct target items, in order of first occurrence.
+
+    Relevance is binary: an item taken twice in the target window (a temporal split keeps
+    repeats) is one relevant item, else NDCG could exceed 1 and recall double-count it."""
+    rows = np.repeat(np.arange(len(targets)), targets.lengths)
+    order = np.lexsort((np.arange(len(rows)), targets.items, rows))
+    new_key = np.ones(len(order), dtype=bool)
+    new_key[1:] = (np.diff(rows[order]) != 0) | (np.diff(targets.items[order]) != 0)
+    keep = np.zeros(len(rows), dtype=bool)
+    keep[order[new_key]] = True
+    if keep.all():
+        return targets
+    offsets = np.zeros(len(targets) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=len(targets)), out=offsets[1:])
+    return Histories(offsets, targets.items[keep])
+
+
 def evaluate(
     model: Recommender,
     data: EvalSet,
@@ -78,7 +96,8 @@ def evaluate(
             if filter_seen:
                 row_ids = np.repeat(np.arange(len(rows)), hist.lengths)
                 scores[torch.from_numpy(row_ids), torch.from_numpy(hist.items)] = -torch.inf
-            all_ranks.extend(target_ranks(scores, data.targets.take(rows), chunk))
+            targets = distinct_targets(data.targets.take(rows))
+            all_ranks.extend(target_ranks(scores, targets, chunk))
             top = torch.topk(scores, min(coverage_k, n_items), dim=1).indices
             recommended[top.flatten().numpy()] = True
     per_user = ranking_metrics(all_ranks, ks)

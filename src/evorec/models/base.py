@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -132,7 +133,8 @@ class Recommender(ABC):
             user_list = list(users)
             rows = dataset.encode_users(user_list)
             hist = dataset.histories.take(rows)
-            key = pl.Series("user_id", user_list, dtype=dataset.user_ids.dtype)
+            # the stored ids, so that ids given as strings (CLI, files) come back typed
+            key = dataset.user_ids.gather(rows).alias("user_id")
         else:
             raw = [list(h) for h in histories]
             hist = Histories.from_lists([dataset.encode_items(h) for h in raw])
@@ -177,17 +179,20 @@ class Recommender(ABC):
         path: str | Path,
         extra: dict[str, Any] | None = None,
         files: dict[str, str] | None = None,
+        keep: Iterable[str] = (),
     ) -> Path:
         """Write config, parameters and the id mappings/histories to ``path`` atomically.
 
-        ``extra`` goes into the manifest; ``files`` maps file names to text written beside."""
+        ``extra`` goes into the manifest; ``files`` maps file names to text written beside;
+        ``keep`` names files of an existing ``path`` that the new directory takes over (a
+        training checkpoint, for ``--resume`` later)."""
         dataset = self._require_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             (tmp / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump()))
-            torch.save(self._state(), tmp / "state.pt")
+            torch.save(_as_tensors(self._state()), tmp / "state.pt")
             dataset.save(tmp / "dataset")
             manifest = {
                 "format": MODEL_FORMAT,
@@ -199,6 +204,9 @@ class Recommender(ABC):
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             for name, text in (files or {}).items():
                 (tmp / name).write_text(text)
+            for name in keep:
+                if (path / name).is_file():
+                    os.replace(path / name, tmp / name)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
@@ -224,7 +232,7 @@ class Recommender(ABC):
         try:
             state = torch.load(path / "state.pt", weights_only=True)
             model._load_state(state)
-        except (RuntimeError, KeyError, EOFError) as exc:
+        except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
             raise ModelDirError(f"{path / 'state.pt'}: cannot load parameters ({exc})") from None
         return model
 
@@ -248,6 +256,20 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{manifest.get('format')}; this evorec {__version__} reads format {MODEL_FORMAT}"
         )
     return manifest
+
+
+def _as_tensors(state: Any) -> Any:
+    """``state`` with NumPy arrays turned into tensors, so that ``state.pt`` loads with
+    ``torch.load(weights_only=True)``; ``_load_state`` receives tensors for them."""
+    if isinstance(state, dict):
+        return {key: _as_tensors(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_as_tensors(value) for value in state)
+    if isinstance(state, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(state))
+    if isinstance(state, np.generic):
+        return state.item()
+    return state
 
 
 def _first_error(exc: ValidationError) -> str:

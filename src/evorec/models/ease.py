@@ -53,11 +53,11 @@ class EASE(Recommender):
 
     def score(self, histories: Histories) -> torch.Tensor:
         """``x · B`` computed as a sum of the history items' rows of ``B`` (x is sparse)."""
-        unique_rows = [np.unique(histories[r]) for r in range(len(histories))]
-        flat = np.concatenate(unique_rows) if unique_rows else np.zeros(0, np.int64)
-        offsets = np.concatenate([[0], np.cumsum([len(u) for u in unique_rows])[:-1]])
+        rows = np.repeat(np.arange(len(histories)), histories.lengths)
+        pairs = np.unique(np.stack([rows, histories.items]), axis=1)  # drop repeated items
+        offsets = np.searchsorted(pairs[0], np.arange(len(histories)))
         return F.embedding_bag(
-            torch.from_numpy(flat.astype(np.int64)),
+            torch.from_numpy(pairs[1].astype(np.int64)),
             self._weights,
             torch.from_numpy(offsets.astype(np.int64)),
             mode="sum",

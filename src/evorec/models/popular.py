@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
@@ -37,7 +38,7 @@ class MostPopular(Recommender):
         return self._popularity[:, None]
 
     def _state(self) -> dict[str, Any]:
-        return {"popularity": self._popularity}
+        return {"popularity": torch.from_numpy(self._popularity)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self._popularity = np.asarray(state["popularity"], dtype=np.float32)
+        self._popularity = state["popularity"].numpy().astype(np.float32)

@@ -26,10 +26,10 @@ ENCODE_BATCH = 1024
 class SequentialConfig(ModelConfig):
     dim: int = Field(64, ge=1, description="width of item embeddings and hidden states")
     max_len: int = Field(50, ge=1, description="events of history the model reads")
-    dropout: float = Field(0.2, ge=0, lt=1)
-    epochs: int = Field(200, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    epochs: int = Field(100, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     loss: Literal["softmax", "sampled_softmax"] = Field(
         "softmax", description="full softmax over the catalogue, or sampled with logQ correction"
@@ -38,7 +38,7 @@ class SequentialConfig(ModelConfig):
     negative_power: float = Field(
         0.75, ge=0, description="negatives drawn with probability ~ popularity ** power"
     )
-    patience: int = Field(10, ge=1, description="epochs without validation gain before stopping")
+    patience: int = Field(5, ge=1, description="epochs without validation gain before stopping")
     valid_users: int | None = Field(
         None, ge=1, description="validate on this many users (all when unset)"
     )

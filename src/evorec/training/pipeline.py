@@ -81,7 +81,15 @@ def train(
         model.checkpoint_path = out / CHECKPOINT
         model.resume = resume
     began = time.perf_counter()
-    model.fit(split, progress=progress)
+    try:
+        model.fit(split, progress=progress)
+    except RuntimeError as exc:
+        if not (resume and out and str(exc).startswith("Error(s) in loading state_dict")):
+            raise
+        raise ConfigError(
+            f"{out / CHECKPOINT}: cannot resume, the checkpoint was written by another model, "
+            "model settings or dataset; train without --resume to start again"
+        ) from None
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     result = evaluate(
@@ -102,6 +110,9 @@ def train(
                 "run.yaml": yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False),
                 "metrics.json": json.dumps(result.to_dict(), indent=2),
             },
+            # the final save replaces ``out``: keep the checkpoint so that a finished run can
+            # be continued with more epochs (``--resume``)
+            keep=(CHECKPOINT,) if isinstance(model, SequentialRecommender) else (),
         )
     return TrainResult(model, split, result, train_seconds, eval_seconds)
 

@@ -67,8 +67,6 @@ class SequenceTrainer:
         self.optimizer = torch.optim.AdamW(
             self.network.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
-        if torch.get_num_threads() < (os.cpu_count() or 1):
-            torch.set_num_threads(os.cpu_count() or 1)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -139,7 +137,7 @@ class SequenceTrainer:
         config = self.config
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"epoch": 0, "metric": -1.0, "state": None}
-        start_epoch, train_seconds = 1, 0.0
+        start_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
         if self.resume and self.checkpoint_path and self.checkpoint_path.exists():
             ckpt = torch.load(self.checkpoint_path, weights_only=False)
             self.network.load_state_dict(ckpt["network"])
@@ -149,7 +147,9 @@ class SequenceTrainer:
             torch.set_rng_state(ckpt["torch_rng"])
             best, history = ckpt["best"], ckpt["history"]
             start_epoch = ckpt["epoch"] + 1
-            train_seconds = history[-1]["train_seconds"] if history else 0.0
+            if history:
+                train_seconds = history[-1]["train_seconds"]
+                wall_seconds = history[-1]["wall_seconds"]
         columns = [
             TextColumn(f"[bold]{self.model.name}"),
             BarColumn(),
@@ -190,6 +190,8 @@ class SequenceTrainer:
                             "metric": record[VALID_METRIC],
                             "state": copy.deepcopy(self.network.state_dict()),
                         }
+                wall_seconds += time.perf_counter() - began
+                record["wall_seconds"] = wall_seconds
                 history.append(record)
                 status = f"loss {record['loss']:.4f}"
                 if VALID_METRIC in record:
@@ -212,6 +214,7 @@ class SequenceTrainer:
             "best_valid": {VALID_METRIC: best["metric"]} if best["state"] is not None else {},
             "epochs": epochs_run,
             "train_seconds": train_seconds,
+            "wall_seconds": wall_seconds,
             "seconds_per_epoch": float(np.median([h["epoch_seconds"] for h in history])),
             "sequences_per_second": float(np.median([h["sequences_per_second"] for h in history])),
             "train_sequences": len(self.sequences),
