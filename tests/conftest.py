@@ -1,13 +1,20 @@
-"""Shared fixtures: the real datasets folder, an isolated data home, one torch thread."""
+"""Shared fixtures: the real datasets folder, an isolated data home, one torch thread,
+and ``run`` for in-process CLI calls."""
 
 from __future__ import annotations
 
-import os
+import re
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
+
+from evorec.cli import data_commands
+from evorec.cli import main as cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
@@ -39,26 +46,44 @@ def evorec_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     return home
 
 
-class _OneCpuOs:
-    """``os`` as the trainer sees it, reporting one CPU (see ``one_torch_thread``)."""
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Train in-process with one torch thread: the tiny test models gain nothing from more,
+    and on a busy machine extra intra-op threads only slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(os, name)
 
-    @staticmethod
-    def cpu_count() -> int:
-        return 1
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
 
 
 @pytest.fixture
-def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Train with one torch thread: on a few shared, busy cores two intra-op threads make
-    training several times slower. (The trainer raises torch's thread count to
-    ``os.cpu_count()``, hence the ``os`` it sees is patched.)"""
-    from evorec.training import trainer
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``run(*args)``: the ``evorec`` entry point with ``args``, stdout 200 columns wide (so
+    that report tables do not wrap) and stderr as the default 80."""
+    monkeypatch.setattr(cli, "console", Console(width=200))
+    monkeypatch.setattr(data_commands, "_out", Console(width=200))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(trainer, "os", _OneCpuOs(), raising=False)
-    yield
-    torch.set_num_threads(threads)
+    def invoke(*args: str | Path) -> Result:
+        monkeypatch.setattr(sys, "argv", ["evorec", *map(str, args)])
+        capsys.readouterr()
+        code: int | str | None = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return Result(
+            1 if isinstance(code, str) else int(code or 0), ANSI.sub("", out), ANSI.sub("", err)
+        )
+
+    return invoke

@@ -15,49 +15,14 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from conftest import ANSI, Result
 
-from evorec.cli import data_commands
-from evorec.cli import main as cli
 from evorec.config import load_run_config
 from evorec.data.simulate import simulate
 from evorec.training.pipeline import train
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """``run(*args)``: the ``evorec`` entry point with ``args``, stdout 200 columns wide (so
-    that report tables do not wrap) and stderr as the default 80."""
-    monkeypatch.setattr(cli, "console", Console(width=200))
-    monkeypatch.setattr(data_commands, "_out", Console(width=200))
-
-    def invoke(*args: str | Path) -> Result:
-        monkeypatch.setattr(sys, "argv", ["evorec", *map(str, args)])
-        capsys.readouterr()
-        code: int | str | None = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return Result(
-            1 if isinstance(code, str) else int(code or 0), ANSI.sub("", out), ANSI.sub("", err)
-        )
-
-    return invoke
 
 
 def assert_error(result: Result, *needles: str) -> str:
@@ -382,3 +347,30 @@ def test_errors_in_a_real_process(tmp_path: Path) -> None:
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
         assert len(lines[0]) > 60
     assert listing(tmp_path) == {"words.csv", "bad.yaml"}
+
+
+def test_resume_from_an_incompatible_checkpoint(
+    run, events_csv: Path, tmp_path: Path, one_torch_thread
+) -> None:
+    out = tmp_path / "m"
+    tiny = ["--set", "epochs=1", "--set", "max_len=10", "--set", "device=cpu", "--quiet"]
+    first = run(
+        "train", "--data", events_csv, "--model", "sasrec", "--set", "dim=8", *tiny, "--out", out
+    )
+    assert first.code == 0, first.err
+    state = (out / "state.pt").read_bytes()
+    result = run(
+        "train",
+        "--data",
+        events_csv,
+        "--model",
+        "sasrec",
+        "--set",
+        "dim=16",
+        *tiny,
+        "--out",
+        out,
+        "--resume",
+    )
+    assert_error(result, str(out / "checkpoint.pt"), "cannot resume")
+    assert (out / "state.pt").read_bytes() == state  # the trained model is left as it was

@@ -21,15 +21,18 @@ import yaml
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 K = 5
+# the installed console script (what users run), else the module
+SCRIPT = Path(sys.executable).with_name("evorec")
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "evorec.cli.main"]
 
 
 def evorec(
     *args: str | Path, timeout: float = 300, columns: int = 160
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m evorec.cli.main ARGS`` (``EVOREC_HOME`` comes from the conftest)."""
+    """Run ``evorec ARGS`` (``EVOREC_HOME`` comes from the conftest)."""
     env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "evorec.cli.main", *map(str, args)],
+        [*COMMAND, *map(str, args)],
         capture_output=True,
         text=True,
         env=env,

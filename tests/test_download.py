@@ -11,9 +11,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from evorec.cli.data_commands import app
 from evorec.data.download import DATASETS, data_home, download
 from evorec.data.readers import read_events
 from evorec.errors import DataError
@@ -154,14 +152,12 @@ def test_environment_overrides(
     assert data_home().name == "evorec"
 
 
-def test_cli_download(server: Server, tmp_path: Path) -> None:
+def test_cli_download(server: Server, tmp_path: Path, run) -> None:
     server.publish()
-    runner = CliRunner()
-    args = ["download", NAME, "--home", str(tmp_path / "home"), "--base-url", server.url]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(tmp_path / "home" / NAME)
-    result = runner.invoke(app, ["download", "nope", "--home", str(tmp_path / "home")])
-    assert result.exit_code == 1
-    assert "error: unknown dataset 'nope'" in result.stderr
-    assert "Traceback" not in result.output
+    result = run("data", "download", NAME, "--home", tmp_path / "home", "--base-url", server.url)
+    assert result.code == 0, result.err
+    assert result.out.strip() == str(tmp_path / "home" / NAME)
+    result = run("data", "download", "nope", "--home", tmp_path / "home")
+    assert result.code == 1
+    assert result.err.startswith("error: unknown dataset 'nope'")
+    assert "Traceback" not in result.err

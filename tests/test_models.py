@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -19,7 +18,6 @@ from evorec.errors import ConfigError, EvorecError, ModelDirError, UnknownIdErro
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import EASE, MODELS, GRU4Rec, MostPopular, Recommender, SASRec
 from evorec.models.sequential import SequentialRecommender
-from evorec.training import trainer as trainer_module
 
 LOOSE = {"min_user_events": 1, "min_item_events": 1}
 NEURAL = {"epochs": 2, "dim": 16, "max_len": 10, "batch_size": 16, "device": "cpu"}
@@ -42,27 +40,12 @@ def synthetic_frame(seed: int = 0, n_users: int = 40, n_items: int = 25) -> pl.D
     return pl.DataFrame({"user_id": users, "item_id": items, "timestamp": times})
 
 
-class _OneCpuOs:
-    """``os`` as the trainer sees it, reporting one CPU (see ``single_thread``)."""
-
-    def __getattr__(self, name):
-        return getattr(os, name)
-
-    @staticmethod
-    def cpu_count() -> int:
-        return 1
-
-
 @pytest.fixture(scope="module", autouse=True)
 def single_thread():
-    """Train with one torch thread: the test machine's few cores are shared, and busy
-    intra-op threads make these tiny models many times slower there. (The trainer raises
-    torch's thread count to ``os.cpu_count()``, hence the patched ``os``.)"""
+    """Train with one torch thread: these tiny models gain nothing from more."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_module, "os", _OneCpuOs(), raising=False)
-        yield
+    yield
     torch.set_num_threads(threads)
 
 

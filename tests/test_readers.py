@@ -8,9 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from evorec.cli.data_commands import app
 from evorec.data.readers import SUPPORTED_FORMATS, detect_format, read_events, read_item_text
 from evorec.data.schema import EVENT_COLUMNS
 from evorec.errors import ConfigError, DataError
@@ -405,16 +403,17 @@ def test_taobao_detected_from_first_line(tmp_path: Path) -> None:
     assert raw.items is not None and raw.items.rows() == [(10, 100), (11, 100)]
 
 
-def test_cli_info(tmp_path: Path) -> None:
+def test_cli_info(tmp_path: Path, run) -> None:
     path = write(
         tmp_path / "log.csv", "user,item,ts,event\n1,2,1600000000,pv\n2,2,1600000100,buy\n"
     )
-    result = CliRunner().invoke(app, ["info", "--data", str(path)])
-    assert result.exit_code == 0, result.output
-    assert "events" in result.output and "2020-09-13" in result.output and "buy 1" in result.output
-    result = CliRunner().invoke(app, ["info", "--data", str(tmp_path / "missing.csv")])
-    assert result.exit_code == 1
-    assert "error:" in result.stderr and "Traceback" not in result.output
+    result = run("data", "info", "--data", path)
+    assert result.code == 0, result.err
+    assert "events" in result.out and "2020-09-13" in result.out and "buy 1" in result.out
+    result = run("data", "info", "--data", tmp_path / "missing.csv")
+    assert result.code == 1
+    assert result.err.startswith("error:") and "missing.csv" in result.err
+    assert "Traceback" not in result.err
 
 
 def test_unreadable_inputs(tmp_path: Path) -> None:

@@ -132,10 +132,10 @@ def test_bad_arguments() -> None:
         simulate(drift=1.5)
 
 
-def test_cli_simulate(tmp_path: Path) -> None:
+def test_cli_simulate(tmp_path: Path, run) -> None:
     args = ["simulate", "--out", str(tmp_path / "s"), "--users", "20", "--items", "50"]
     result = CliRunner().invoke(app, [*args, "--topics", "4", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "s" / "events.csv").exists() and "events" in result.stdout
-    result = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "t"), "--topics", "1"])
-    assert result.exit_code == 1 and "error:" in result.stderr
+    result = run("data", "simulate", "--out", tmp_path / "t", "--topics", "1")
+    assert result.code == 1 and result.err.startswith("error:") and "n_topics" in result.err

@@ -21,8 +21,9 @@ DEMO_MODELS = ("pop", "ease", "gru4rec", "sasrec")
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)
 
 
-def topic_share(model: Recommender, histories: Histories, topics: np.ndarray,
-                current: np.ndarray, k: int = 10) -> float:
+def topic_share(
+    model: Recommender, histories: Histories, topics: np.ndarray, current: np.ndarray, k: int = 10
+) -> float:
     """Mean share of each top-``k`` list on the user's true current dominant topic."""
     scores = model.score(histories).float()
     rows = np.repeat(np.arange(len(histories)), histories.lengths)
@@ -36,8 +37,10 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console) ->
     sim = simulate(n_users=1500, n_items=600, n_topics=12, seed=seed)
     sim.save(out / "data")
     dataset = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
-    console.print(f"{dataset.n_users} users, {dataset.n_items} items, {dataset.n_events} events "
-                  f"written to {out / 'data'} (true interest mixtures in truth.parquet)")
+    console.print(
+        f"{dataset.n_users} users, {dataset.n_items} items, {dataset.n_events} events "
+        f"written to {out / 'data'} (true interest mixtures in truth.parquet)"
+    )
     split = leave_one_out(dataset)
 
     console.rule("2. train and evaluate (leave-one-out, full ranking, seen items filtered)")
@@ -65,10 +68,12 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console) ->
     # True dominant topic at every position of each user's (preprocessed) history.
     dominant = (
         truth.with_columns(pl.col("mixture").list.arg_max().alias("dominant"))
-        .group_by("user_id", maintain_order=True).agg("dominant")
+        .group_by("user_id", maintain_order=True)
+        .agg("dominant")
     )
-    dominant_by_user = dict(zip(dominant["user_id"].to_list(), dominant["dominant"].to_list(),
-                                strict=True))
+    dominant_by_user = dict(
+        zip(dominant["user_id"].to_list(), dominant["dominant"].to_list(), strict=True)
+    )
     share = Table(title="share of top-10 on the user's current true topic (all users)")
     share.add_column("history seen")
     for name in models:
@@ -78,10 +83,13 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console) ->
     for fraction in CHECKPOINTS:
         cut = np.maximum((full.lengths * fraction).astype(np.int64), 1)
         hist = full.slice_each(0, cut)
-        current = np.array([dominant_by_user[original[u]][c - 1] for u, c in zip(users, cut,
-                                                                                 strict=True)])
-        share.add_row(f"{fraction:.0%}", *(f"{topic_share(m, hist, item_topic, current):.2f}"
-                                           for m in models.values()))
+        current = np.array(
+            [dominant_by_user[original[u]][c - 1] for u, c in zip(users, cut, strict=True)]
+        )
+        share.add_row(
+            f"{fraction:.0%}",
+            *(f"{topic_share(m, hist, item_topic, current):.2f}" for m in models.values()),
+        )
     console.print(share)
 
     console.rule("4. three drifting users, step by step (SASRec)")
@@ -99,9 +107,10 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console) ->
             top[0, hist.items] = -np.inf
             rec_topics = item_topic[top.topk(10, dim=1).indices.numpy()[0]]
             counts = np.bincount(rec_topics)
-            summary = ", ".join(f"t{t}×{counts[t]}" for t in np.argsort(-counts)[:3]
-                                if counts[t])
+            summary = ", ".join(f"t{t}×{counts[t]}" for t in np.argsort(-counts)[:3] if counts[t])
             table.add_row(str(n), f"t{topics[n - 1]}", summary)
         console.print(table)
-    console.print(f"SASRec model saved to {out / 'model'}: try "
-                  f"`evorec recommend --model-dir {out / 'model'} --user {original[0]}`")
+    console.print(
+        f"SASRec model saved to {out / 'model'}: try "
+        f"`evorec recommend --model-dir {out / 'model'} --user {original[0]}`"
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,21 +14,10 @@ from evorec.data.download import download as download_dataset
 from evorec.data.readers import SUPPORTED_FORMATS, read_events
 from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, RawData
 from evorec.data.simulate import simulate as simulate_dataset
-from evorec.errors import EvorecError
 
 app = typer.Typer(help="Download, inspect and simulate datasets.", no_args_is_help=True)
 _out = Console()
 _err = Console(stderr=True)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Report an :class:`EvorecError` as ``error: <message>`` on stderr and exit with 1."""
-    try:
-        yield
-    except EvorecError as exc:
-        _err.print(f"[red]error: {exc}[/red]", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -41,8 +28,7 @@ def download(
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
 ) -> None:
     """Download a public dataset into the cache and print its directory."""
-    with _user_errors():
-        path = download_dataset(name, home=home, base_url=base_url, force=force)
+    path = download_dataset(name, home=home, base_url=base_url, force=force)
     typer.echo(str(path))
 
 
@@ -58,11 +44,8 @@ def simulate(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
     """Simulate users with drifting interests and save the events and the ground truth."""
-    with _user_errors():
-        data = simulate_dataset(
-            n_users=users, n_items=items, n_topics=topics, drift=drift, seed=seed
-        )
-        directory = data.save(out)
+    data = simulate_dataset(n_users=users, n_items=items, n_topics=topics, drift=drift, seed=seed)
+    directory = data.save(out)
     _out.print(f"{data.raw.events.height:,} events of {users:,} users written to {directory}")
 
 
@@ -72,8 +55,7 @@ def info(
     format: str = typer.Option("auto", "--format", help=f"auto, {', '.join(SUPPORTED_FORMATS)}."),
 ) -> None:
     """Read a dataset and print its size, time span and side tables."""
-    with _user_errors():
-        raw = read_events(data, format)
+    raw = read_events(data, format)
     _out.print(_summary(raw))
 
 

@@ -292,7 +292,6 @@ def bench(
     """Standard protocol (leave-one-out, full ranking) for each model on each dataset."""
     from evorec.benchmarking.bench import markdown_table, run_bench
 
-
     def save(results: dict[str, Any]) -> None:
         write_atomic_text(out, json.dumps(results, indent=2))
         write_atomic_text(out.with_suffix(".md"), markdown_table(results))

@@ -768,7 +768,10 @@ def _assemble(path: Path, line: pl.Series, fields: list[_Field], on_bad_rows: st
             problem = f"{n_bad} of {n} rows are malformed (more than half); the first: {problem}"
         raise DataError(problem, path=path, line=int(line[i]), field=f.source)
     events = pl.DataFrame([f.parsed.alias(f.name) for f in fields if f.name in _PARSERS])
-    events = events.with_columns(line.alias(LINE))
+    # A malformed row loses its user, so preprocessing drops it and reports its line.
+    events = events.with_columns(
+        pl.when(bad_any).then(None).otherwise(pl.col(USER)).alias(USER), line.alias(LINE)
+    )
     if TIME not in events.columns:
         events = events.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over(USER).alias(TIME))
     return canonical_events(events)

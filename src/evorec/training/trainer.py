@@ -149,7 +149,7 @@ class SequenceTrainer:
             start_epoch = ckpt["epoch"] + 1
             if history:
                 train_seconds = history[-1]["train_seconds"]
-                wall_seconds = history[-1]["wall_seconds"]
+                wall_seconds = history[-1].get("wall_seconds", train_seconds)
         columns = [
             TextColumn(f"[bold]{self.model.name}"),
             BarColumn(),
