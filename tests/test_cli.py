@@ -307,7 +307,7 @@ def test_bench_json_and_markdown(events_csv: Path, work: Path) -> None:
 @pytest.mark.slow
 def test_demo(work: Path) -> None:
     out = work / "demo"
-    stdout = ok("demo", "--out", out, "--epochs", "1", timeout=600).stdout
+    stdout = ok("demo", "--out", out, "--epochs", "1", "--users", "300", timeout=600).stdout
     assert "test metrics" in stdout and "share of top-10" in stdout
     for name in ("pop", "ease", "gru4rec", "sasrec"):
         assert re.search(rf"│\s*{name}\s*│\s*\d\.\d{{4}}", stdout), name

@@ -357,7 +357,8 @@ def cycle_data(n_users: int = 150, n_items: int = 30, seed: int = 0) -> Dataset:
     return from_frame(frame, preprocess_config=LOOSE)
 
 
-def test_sasrec_learns_a_deterministic_pattern():
+@pytest.mark.parametrize("loss", ["softmax", "sampled_softmax"])
+def test_sasrec_learns_a_deterministic_pattern(loss):
     split = leave_one_out(cycle_data(n_users=100))
     pop = evaluate(MostPopular().fit(split), split.test, ks=(1,)).metrics["HR@1"]
     model = SASRec(
@@ -370,8 +371,20 @@ def test_sasrec_learns_a_deterministic_pattern():
         dropout=0.1,
         device="cpu",
         seed=0,
+        loss=loss,
+        n_negatives=8,
     ).fit(split)
     hr = evaluate(model, split.test, ks=(1,)).metrics["HR@1"]
     assert hr >= 0.8, hr
     assert hr > pop + 0.5
     assert model.fit_info["epochs"] >= 1 and model.fit_info["best_valid"]
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
+def test_training_is_reproducible_by_seed(name, dataset):
+    def item_vectors(seed: int) -> np.ndarray:
+        return MODELS[name]({**tiny_config(name), "seed": seed}).fit(dataset).item_vectors()
+
+    first = item_vectors(0)
+    np.testing.assert_array_equal(first, item_vectors(0))
+    assert not np.allclose(first, item_vectors(1))

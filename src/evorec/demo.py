@@ -32,9 +32,11 @@ def topic_share(
     return float((topics[top] == current[:, None]).mean())
 
 
-def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console) -> None:
+def run_demo(
+    out: Path, *, epochs: int = 30, users: int = 1500, seed: int = 0, console: Console
+) -> None:
     console.rule("1. simulate users whose interests drift")
-    sim = simulate(n_users=1500, n_items=600, n_topics=12, seed=seed)
+    sim = simulate(n_users=users, n_items=600, n_topics=12, seed=seed)
     sim.save(out / "data")
     dataset = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
     console.print(

@@ -136,12 +136,12 @@ def train(
     from evorec.training.pipeline import CHECKPOINT, build_model, load_data
     from evorec.training.pipeline import train as run_train
 
-    base: dict[str, Any] = {"data": {}, "model": {}}
+    run_config = load_run_config(config, _overrides(sets))
+    # Flags given on the command line win over the config file.
     if data is not None:
-        base["data"]["path"] = data
+        run_config.data.path = data
     if fmt is not None:
-        base["data"]["format"] = fmt
-    run_config = load_run_config(config, _overrides(sets), base)
+        run_config.data.format = fmt
     if model is not None:
         run_config.model["name"] = model
     build_model(run_config)  # an unknown model or a bad model setting fails before reading
@@ -316,12 +316,13 @@ def bench(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="working directory")] = Path("runs/demo"),
     epochs: Annotated[int, typer.Option(help="training epochs for the neural models")] = 30,
+    users: Annotated[int, typer.Option(min=10, help="simulated users")] = 1500,
     seed: Annotated[int, typer.Option(help="simulation seed")] = 0,
 ) -> None:
     """Simulate drifting users, train SASRec and baselines, show how recommendations follow."""
     from evorec.demo import run_demo
 
-    run_demo(out, epochs=epochs, seed=seed, console=console)
+    run_demo(out, epochs=epochs, users=users, seed=seed, console=console)
 
 
 @app.command()
