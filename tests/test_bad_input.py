@@ -206,8 +206,8 @@ def test_invalid_overrides(run, events_csv: Path, tmp_path: Path, assignment, ne
 
 
 def test_unknown_model(run, events_csv: Path, tmp_path: Path) -> None:
-    result = run("train", "--data", events_csv, "--model", "bert4rec", "--out", tmp_path / "m")
-    assert_error(result, "unknown model 'bert4rec'", "sasrec")
+    result = run("train", "--data", events_csv, "--model", "nosuchrec", "--out", tmp_path / "m")
+    assert_error(result, "unknown model 'nosuchrec'", "sasrec")
 
 
 def test_bad_yaml_config(run, events_csv: Path, tmp_path: Path) -> None:

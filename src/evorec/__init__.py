@@ -20,10 +20,15 @@ from evorec.data.split import EvalSet, Split, leave_one_out, temporal_split  # n
 from evorec.evaluation.evaluator import evaluate  # noqa: E402
 from evorec.models import (  # noqa: E402
     EASE,
+    HSTU,
+    LSTM,
+    BERT4Rec,
+    Caser,
     GRU4Rec,
     MostPopular,
     Recommender,
     SASRec,
+    TiSASRec,
     get_model_class,
 )
 from evorec.training.pipeline import train  # noqa: E402
@@ -31,16 +36,21 @@ from evorec.training.pipeline import train  # noqa: E402
 load_model = Recommender.load
 
 __all__ = [
+    "BERT4Rec",
+    "Caser",
     "EASE",
     "Dataset",
     "EvalSet",
     "GRU4Rec",
+    "HSTU",
+    "LSTM",
     "MostPopular",
     "PreprocessConfig",
     "Recommender",
     "RunConfig",
     "SASRec",
     "Split",
+    "TiSASRec",
     "evaluate",
     "from_frame",
     "get_model_class",

@@ -123,7 +123,13 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
     data: Annotated[str | None, typer.Option("--data", help="event file or directory")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="pop, ease, gru4rec, sasrec")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="pop, ease, gru4rec, sasrec, lstm, caser, bert4rec, tisasrec, hstu",
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="override, e.g. lr=0.002 or data.format=csv")

@@ -92,10 +92,40 @@ class Histories:
         """Right-padded ``[rows, L]`` array of ``item + 1`` (0 = padding) over the last
         ``max_len`` events, with the row lengths."""
         cut = self.last(max_len)
-        lengths = cut.lengths
-        width = max(int(lengths.max(initial=0)), 1)
-        out = np.zeros((len(cut), width), dtype=np.int64)
-        rows = np.repeat(np.arange(len(cut)), lengths)
-        cols = np.arange(len(cut.items)) - np.repeat(cut.offsets[:-1], lengths)
-        out[rows, cols] = cut.items + 1
-        return out, lengths
+        return _pad(cut, cut.items + 1), cut.lengths
+
+    def padded_events(self, max_len: int) -> PaddedEvents:
+        """:meth:`padded` with the aligned timestamps and behaviours, padded the same way."""
+        cut = self.last(max_len)
+        return PaddedEvents(
+            _pad(cut, cut.items + 1),
+            cut.lengths,
+            None if cut.timestamps is None else _pad(cut, cut.timestamps),
+            None if cut.behaviors is None else _pad(cut, cut.behaviors + 1),
+        )
+
+
+@dataclass
+class PaddedEvents:
+    """A right-padded batch of histories, ``[rows, L]`` arrays aligned position by position.
+
+    ``items`` holds ``item + 1`` (0 = padding); ``timestamps`` holds the event times (0 at
+    padding); ``behaviors`` holds ``code + 1`` (0 = padding or unknown behaviour). The last
+    two are None when the histories lack them.
+    """
+
+    items: np.ndarray
+    lengths: np.ndarray
+    timestamps: np.ndarray | None = None
+    behaviors: np.ndarray | None = None
+
+
+def _pad(cut: Histories, values: np.ndarray) -> np.ndarray:
+    """``values`` (one per event of ``cut``) as a right-padded ``[rows, L]`` array."""
+    lengths = cut.lengths
+    width = max(int(lengths.max(initial=0)), 1)
+    out = np.zeros((len(cut), width), dtype=np.int64)
+    rows = np.repeat(np.arange(len(cut)), lengths)
+    cols = np.arange(len(cut.items)) - np.repeat(cut.offsets[:-1], lengths)
+    out[rows, cols] = values
+    return out

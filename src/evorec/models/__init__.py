@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from evorec.errors import ConfigError
 from evorec.models.base import ModelConfig, Recommender
+from evorec.models.bert4rec import BERT4Rec
+from evorec.models.caser import Caser
 from evorec.models.ease import EASE
 from evorec.models.gru4rec import GRU4Rec
+from evorec.models.hstu import HSTU
+from evorec.models.lstm import LSTM
 from evorec.models.popular import MostPopular
 from evorec.models.sasrec import SASRec
 from evorec.models.sequential import SequentialRecommender
+from evorec.models.tisasrec import TiSASRec
 
 MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (MostPopular, EASE, GRU4Rec, SASRec)
+    cls.name: cls
+    for cls in (MostPopular, EASE, GRU4Rec, SASRec, LSTM, Caser, BERT4Rec, TiSASRec, HSTU)
 }
 ALIASES = {"mostpop": "pop", "popular": "pop", "most_popular": "pop"}
 
@@ -24,13 +30,18 @@ def get_model_class(name: str) -> type[Recommender]:
 
 
 __all__ = [
+    "BERT4Rec",
+    "Caser",
     "EASE",
     "GRU4Rec",
+    "HSTU",
+    "LSTM",
     "MODELS",
     "ModelConfig",
     "MostPopular",
     "Recommender",
     "SASRec",
     "SequentialRecommender",
+    "TiSASRec",
     "get_model_class",
 ]

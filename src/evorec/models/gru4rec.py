@@ -7,7 +7,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from evorec.models.sequential import SequenceNetwork, SequentialConfig, SequentialRecommender
+from evorec.models.sequential import (
+    EventFeatures,
+    SequenceNetwork,
+    SequentialConfig,
+    SequentialRecommender,
+)
 
 
 class GRU4RecConfig(SequentialConfig):
@@ -22,7 +27,7 @@ class GRU4RecNetwork(SequenceNetwork):
         self.gru = nn.GRU(config.dim, config.dim, num_layers=config.layers, batch_first=True)
         self.project = nn.Linear(config.dim, config.dim)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         # Right padding: a forward recurrence never carries padding into real positions.
         hidden, _ = self.gru(self.drop(self.item_embedding(items)))
         return self.project(self.drop(hidden))

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from evorec.models.sequential import SequenceNetwork, SequentialConfig, SequentialRecommender
+from evorec.models.sequential import (
+    EventFeatures,
+    SequenceNetwork,
+    SequentialConfig,
+    SequentialRecommender,
+)
 
 
 class SASRecConfig(SequentialConfig):
@@ -19,8 +24,9 @@ class SASRecConfig(SequentialConfig):
     ffn_multiplier: int = Field(4, ge=1, description="feed-forward width = dim * multiplier")
 
 
-class CausalSelfAttentionBlock(nn.Module):
-    """Pre-norm Transformer block; attention through ``scaled_dot_product_attention``."""
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm Transformer block; attention through ``scaled_dot_product_attention``,
+    causal unless an ``attn_mask`` (boolean, or float added to the scores) is given."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
@@ -37,16 +43,23 @@ class CausalSelfAttentionBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, dim = x.shape
         q, k, v = (
             self.qkv(self.attn_norm(x))
             .view(batch, length, 3, self.heads, dim // self.heads)
             .permute(2, 0, 3, 1, 4)
         )
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)  # bf16 under autocast
         # Right padding: causal masking alone keeps padding out of every real position.
         attended = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, dim)))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
@@ -60,7 +73,7 @@ class SASRecNetwork(SequenceNetwork):
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            CausalSelfAttentionBlock(
+            SelfAttentionBlock(
                 config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
             )
             for _ in range(config.layers)
@@ -70,7 +83,7 @@ class SASRecNetwork(SequenceNetwork):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         positions = torch.arange(items.shape[1], device=items.device)
         x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
         x = self.drop(x)

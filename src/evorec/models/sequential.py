@@ -1,13 +1,19 @@
 """Shared encoder/scorer split of the sequence models.
 
-A sequence network maps a right-padded batch of item sequences (``item + 1``, 0 = padding)
-to one hidden state per position. The hidden state at a history's last event is the
-interest vector ``i``; the item embedding table (without the padding row) gives ``v``.
+A sequence network maps a right-padded batch of item sequences (``item + 1``, 0 = padding),
+with the aligned :class:`EventFeatures` (timestamps, behaviours), to one hidden state per
+position. The hidden state at a history's last event is the interest vector ``i``; the
+item rows of the embedding table give ``v``.
+
+Training is next-item prediction unless a model overrides ``training_example`` (BERT4Rec's
+cloze task); ``inference_batch`` says which position's hidden state is ``i``.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +49,41 @@ class SequentialConfig(ModelConfig):
         None, ge=1, description="validate on this many users (all when unset)"
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    amp: bool = Field(False, description="train under bf16 autocast (CUDA with bf16 support only)")
+    accumulate: int = Field(1, ge=1, description="batches whose gradients make one step")
+
+
+@dataclass(frozen=True)
+class EventFeatures:
+    """Per-position side features of a padded item batch, ``[batch, length]`` each.
+
+    ``timestamps``: event times in seconds (None when the data only gives order);
+    ``behaviors``: behaviour code + 1, 0 = padding or unknown (None without behaviours).
+    """
+
+    timestamps: torch.Tensor | None = None
+    behaviors: torch.Tensor | None = None
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> EventFeatures:
+        """``fn`` applied to every present feature (slicing, moving to a device)."""
+        return EventFeatures(
+            None if self.timestamps is None else fn(self.timestamps),
+            None if self.behaviors is None else fn(self.behaviors),
+        )
+
+    def times(self, items: torch.Tensor) -> torch.Tensor:
+        """The event times, or the positions when the data only gives order."""
+        if self.timestamps is not None:
+            return self.timestamps
+        return torch.arange(items.shape[1], device=items.device).expand_as(items)
+
+
+def interval_buckets(delta: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """``|delta|`` on a log2 scale: 0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ..., clipped to
+    ``n_buckets - 1``."""
+    magnitude = delta.abs().double().clamp(min=1)
+    buckets = torch.floor(torch.log2(magnitude)).long() + 1
+    return torch.where(delta == 0, 0, buckets).clamp(max=n_buckets - 1)
 
 
 class SequenceNetwork(nn.Module):
@@ -51,10 +92,14 @@ class SequenceNetwork(nn.Module):
     item_embedding: nn.Embedding
 
     @abstractmethod
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         """``[batch, length]`` padded item ids -> ``[batch, length, dim]`` hidden states.
 
-        Position ``t`` may only depend on positions ``<= t``."""
+        Causal networks: position ``t`` may only depend on positions ``<= t``."""
+
+    def item_weights(self) -> torch.Tensor:
+        """The item vectors ``v``, ``[n_items, dim]``: the embedding rows of real items."""
+        return self.item_embedding.weight[1:]
 
 
 class SequentialRecommender(Recommender):
@@ -72,6 +117,44 @@ class SequentialRecommender(Recommender):
     @abstractmethod
     def build_network(self, n_items: int) -> SequenceNetwork:
         """A freshly initialised network for a catalogue of ``n_items``."""
+
+    @property
+    def train_window(self) -> int:
+        """Events per training sequence: ``max_len`` inputs and the next-item target."""
+        return self.config.max_len + 1
+
+    def padded_batch(
+        self, histories: Histories, width: int, device: torch.device
+    ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
+        """The last ``width`` events of each history as padded items and features on
+        ``device``, with the row lengths. Timestamps only where the data has real times."""
+        padded = histories.padded_events(width)
+        has_time = self.dataset is not None and self.dataset.has_time
+
+        def tensor(array: np.ndarray | None) -> torch.Tensor | None:
+            return None if array is None else torch.from_numpy(array).to(device)
+
+        features = EventFeatures(
+            tensor(padded.timestamps) if has_time else None, tensor(padded.behaviors)
+        )
+        items = torch.from_numpy(padded.items).to(device)
+        return items, features, torch.from_numpy(padded.lengths).to(device)
+
+    def training_example(
+        self, items: torch.Tensor, features: EventFeatures, generator: torch.Generator
+    ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
+        """Network inputs, their features and the targets (``item + 1``, 0 = not scored)
+        of a padded batch of :attr:`train_window` events: each position predicts the next
+        item, so inputs and their features drop the last column and targets the first."""
+        return items[:, :-1], features.map(lambda t: t[:, :-1]), items[:, 1:]
+
+    def inference_batch(
+        self, histories: Histories, device: torch.device
+    ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
+        """Network inputs and features of ``histories``, with the position per row whose
+        hidden state is the interest vector (the last event)."""
+        items, features, lengths = self.padded_batch(histories, self.config.max_len, device)
+        return items, features, (lengths - 1).clamp(min=0)
 
     @property
     def device(self) -> torch.device:
@@ -109,23 +192,22 @@ class SequentialRecommender(Recommender):
         with torch.inference_mode():
             for start in range(0, len(order), ENCODE_BATCH):
                 rows = order[start : start + ENCODE_BATCH]
-                padded, lengths = histories.take(rows).padded(self.config.max_len)
-                hidden = network(torch.from_numpy(padded).to(device))
-                last = torch.from_numpy(np.maximum(lengths - 1, 0)).to(device)
-                vectors = hidden[torch.arange(len(rows), device=device), last]
-                vectors[torch.from_numpy(lengths == 0).to(device)] = 0.0
+                batch = histories.take(rows)
+                items, features, read = self.inference_batch(batch, device)
+                hidden = network(items, features)
+                vectors = hidden[torch.arange(len(rows), device=device), read]
+                vectors[torch.from_numpy(batch.lengths == 0).to(device)] = 0.0
                 out[rows] = vectors.float().cpu().numpy()
         network.train(was_training)
         return out
 
     def item_vectors(self) -> np.ndarray:
-        weight = self._network().item_embedding.weight[1:]
-        return weight.detach().float().cpu().numpy()
+        return self._network().item_weights().detach().float().cpu().numpy()
 
     def _state(self) -> dict[str, Any]:
         network = self._network()
         return {
-            "n_items": network.item_embedding.num_embeddings - 1,
+            "n_items": len(network.item_weights()),
             "network": {k: v.cpu() for k, v in network.state_dict().items()},
         }
 

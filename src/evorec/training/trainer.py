@@ -1,9 +1,11 @@
 """Training loop of the sequence models.
 
-Sequence-to-sequence: every position of a training sequence predicts the next item, with a
+Sequence-to-sequence: every position of a training sequence predicts the next item (or
+whatever targets the model's ``training_example`` sets, e.g. masked items), with a
 cross-entropy loss over the full catalogue (or a sampled softmax with logQ correction).
-Batches group sequences of similar length and the output layer runs only at real
-positions, so padding costs almost nothing.
+Batches group sequences of similar length and the output layer runs only at scored
+positions, so padding costs almost nothing. Optional bf16 autocast on CUDA and gradient
+accumulation over several batches.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class SequenceTrainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.resume = resume
         self.n_items = train.n_items
-        # Sequences of at least two events, cut to max_len inputs + 1 target.
-        histories = train.histories.last(self.config.max_len + 1)
+        # Sequences of at least two events, cut to the model's training window.
+        histories = train.histories.last(model.train_window)
         self.sequences = histories.take(np.flatnonzero(histories.lengths >= 2))
         self.valid = valid
         if valid is not None and self.config.valid_users and len(valid) > self.config.valid_users:
@@ -67,6 +69,7 @@ class SequenceTrainer:
         self.optimizer = torch.optim.AdamW(
             self.network.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
+        self.amp = self.config.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # -- batches --------------------------------------------------------------------------
 
@@ -80,13 +83,15 @@ class SequenceTrainer:
         return groups
 
     def loss(self, rows: np.ndarray) -> tuple[torch.Tensor, int]:
-        padded, _ = self.sequences.take(rows).padded(self.config.max_len + 1)
-        batch = torch.from_numpy(padded).to(self.device)
-        inputs, targets = batch[:, :-1], batch[:, 1:]
+        """Mean cross-entropy over the scored positions of the batch ``rows``, and their count."""
+        items, features, _ = self.model.padded_batch(
+            self.sequences.take(rows), self.model.train_window, self.device
+        )
+        inputs, features, targets = self.model.training_example(items, features, self.generator)
         mask = targets > 0
-        hidden = self.network(inputs)[mask]
+        hidden = self.network(inputs, features)[mask]
         target = targets[mask] - 1
-        weight = self.network.item_embedding.weight[1:]
+        weight = self.network.item_weights()
         if self.config.loss == "softmax":
             logits = hidden @ weight.T
             return F.cross_entropy(logits, target), int(mask.sum())
@@ -163,11 +168,18 @@ class SequenceTrainer:
                 self.network.train()
                 began = time.perf_counter()
                 total, positions = 0.0, 0
-                for rows in self.batches():
-                    loss, count = self.loss(rows)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
+                batches = self.batches()
+                steps = config.accumulate
+                self.optimizer.zero_grad(set_to_none=True)
+                for index, rows in enumerate(batches):
+                    with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+                        loss, count = self.loss(rows)
+                    # the last step may gather fewer batches
+                    group = min(steps, len(batches) - index // steps * steps)
+                    (loss / group).backward()
+                    if (index + 1) % steps == 0 or index + 1 == len(batches):
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
                     total += loss.item() * count
                     positions += count
                 epoch_seconds = time.perf_counter() - began

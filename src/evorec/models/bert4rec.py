@@ -1,0 +1,110 @@
+"""BERT4Rec (Sun et al., CIKM 2019): a bidirectional Transformer over the history, trained
+on the cloze task.
+
+Training masks each event with probability ``mask_prob`` (a sequence with none masked gets
+its last event masked) and predicts the masked items with cross-entropy over the catalogue;
+no other position is scored. At inference a ``[MASK]`` token is appended to the last
+``max_len - 1`` events and its hidden state is the interest vector ``i``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from evorec.data.histories import Histories
+from evorec.models.sasrec import SelfAttentionBlock
+from evorec.models.sequential import (
+    EventFeatures,
+    SequenceNetwork,
+    SequentialConfig,
+    SequentialRecommender,
+)
+
+
+class BERT4RecConfig(SequentialConfig):
+    max_len: int = Field(50, ge=2, description="events read, the appended [MASK] included")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn_multiplier: int = Field(4, ge=1, description="feed-forward width = dim * multiplier")
+    mask_prob: float = Field(0.2, gt=0, le=1, description="share of events masked in training")
+
+
+class BERT4RecNetwork(SequenceNetwork):
+    """Item rows ``1..n_items``, padding row 0 and the ``[MASK]`` row ``n_items + 1``."""
+
+    def __init__(self, n_items: int, config: BERT4RecConfig) -> None:
+        super().__init__()
+        self.scale = math.sqrt(config.dim)
+        self.item_embedding = nn.Embedding(n_items + 2, config.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            SelfAttentionBlock(
+                config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
+            )
+            for _ in range(config.layers)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = nn.Sequential(
+            nn.Linear(config.dim, config.dim), nn.GELU(), nn.LayerNorm(config.dim)
+        )
+        nn.init.normal_(self.item_embedding.weight, std=1.0 / self.scale)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
+        positions = torch.arange(items.shape[1], device=items.device)
+        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        x = self.drop(x)
+        # bidirectional: every position attends to every real (non-padding) one
+        keys = (items > 0)[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, keys)
+        return self.head(self.norm(x))
+
+    def item_weights(self) -> torch.Tensor:
+        return self.item_embedding.weight[1:-1]
+
+
+class BERT4Rec(SequentialRecommender):
+    name = "bert4rec"
+    config: BERT4RecConfig
+    config_class = BERT4RecConfig
+
+    def build_network(self, n_items: int) -> BERT4RecNetwork:
+        return BERT4RecNetwork(n_items, self.config)
+
+    @property
+    def mask_token(self) -> int:
+        """The ``[MASK]`` row of the embedding table, after padding and the items."""
+        return len(self._network().item_weights()) + 1
+
+    @property
+    def train_window(self) -> int:
+        return self.config.max_len
+
+    def training_example(
+        self, items: torch.Tensor, features: EventFeatures, generator: torch.Generator
+    ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
+        """Cloze: masked inputs, and the original items as targets at masked positions only."""
+        real = items > 0
+        draw = torch.rand(items.shape, generator=generator).to(items.device)
+        masked = (draw < self.config.mask_prob) & real
+        unmasked = (~masked.any(1)).nonzero().squeeze(1)
+        masked[unmasked, real[unmasked].sum(1) - 1] = True
+        return items.masked_fill(masked, self.mask_token), features, items * masked
+
+    def inference_batch(
+        self, histories: Histories, device: torch.device
+    ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
+        """The last ``max_len - 1`` events followed by ``[MASK]``, read at the mask."""
+        items, features, lengths = self.padded_batch(histories, self.config.max_len - 1, device)
+        items = F.pad(items, (0, 1))
+        items[torch.arange(len(items), device=device), lengths] = self.mask_token
+        return items, features.map(lambda t: F.pad(t, (0, 1))), lengths

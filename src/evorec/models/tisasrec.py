@@ -1,0 +1,108 @@
+"""TiSASRec-style time-aware SASRec (Li, Wang & McAuley, WSDM 2020).
+
+SASRec whose attention scores get a learned per-head bias of the interval between the two
+events, bucketed on a log2 scale (seconds; positions when the data only gives order), and
+whose inputs get absolute time features where the data has timestamps: hour of day,
+weekday and recency (log2 bucket of the time since the previous event).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from evorec.models.sasrec import SASRecConfig, SelfAttentionBlock
+from evorec.models.sequential import (
+    EventFeatures,
+    SequenceNetwork,
+    SequentialRecommender,
+    interval_buckets,
+)
+
+HOUR, DAY = 3600, 86400
+
+
+class TiSASRecConfig(SASRecConfig):
+    time_buckets: int = Field(32, ge=2, description="log2 buckets of time intervals")
+
+
+def time_features(
+    timestamps: torch.Tensor, n_buckets: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per event (``[batch, length]`` unix seconds): hour of day and weekday (UTC, Monday =
+    0), and recency, the log2 bucket of the time since the previous event (``n_buckets``
+    for a first event)."""
+    hour = torch.div(timestamps, HOUR, rounding_mode="floor") % 24
+    weekday = (torch.div(timestamps, DAY, rounding_mode="floor") + 3) % 7  # 1970-01-01: Thu
+    gaps = interval_buckets(timestamps.diff(dim=1), n_buckets)
+    return hour, weekday, F.pad(gaps, (1, 0), value=n_buckets)
+
+
+class TiSASRecNetwork(SequenceNetwork):
+    def __init__(self, n_items: int, config: TiSASRecConfig) -> None:
+        super().__init__()
+        self.scale = math.sqrt(config.dim)
+        self.time_buckets = config.time_buckets
+        self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.hour_embedding = nn.Embedding(24, config.dim)
+        self.weekday_embedding = nn.Embedding(7, config.dim)
+        # the last row: the first event, which has no previous one
+        self.recency_embedding = nn.Embedding(config.time_buckets + 1, config.dim)
+        self.interval_bias = nn.ModuleList(
+            nn.Embedding(config.time_buckets, config.heads) for _ in range(config.layers)
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            SelfAttentionBlock(
+                config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
+            )
+            for _ in range(config.layers)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        nn.init.normal_(self.item_embedding.weight, std=1.0 / self.scale)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        # time features and biases start at zero: the network starts as SASRec
+        for table in (self.hour_embedding, self.weekday_embedding, self.recency_embedding):
+            nn.init.zeros_(table.weight)
+        for table in self.interval_bias:
+            nn.init.zeros_(table.weight)
+
+    def time_embedding(self, timestamps: torch.Tensor) -> torch.Tensor:
+        """Sum of the hour, weekday and recency embeddings of each event."""
+        hour, weekday, recency = time_features(timestamps, self.time_buckets)
+        return (
+            self.hour_embedding(hour)
+            + self.weekday_embedding(weekday)
+            + self.recency_embedding(recency)
+        )
+
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
+        features = features or EventFeatures()
+        length = items.shape[1]
+        positions = torch.arange(length, device=items.device)
+        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        if features.timestamps is not None:
+            x = x + self.time_embedding(features.timestamps)
+        x = self.drop(x)
+        times = features.times(items)
+        buckets = interval_buckets(times[:, :, None] - times[:, None, :], self.time_buckets)
+        # Right padding: the causal -inf keeps padding out of every real position.
+        causal = torch.full((length, length), -torch.inf, device=items.device).triu(1)
+        for bias, block in zip(self.interval_bias, self.blocks, strict=True):
+            x = block(x, bias(buckets).permute(0, 3, 1, 2) + causal)
+        return self.norm(x)
+
+
+class TiSASRec(SequentialRecommender):
+    name = "tisasrec"
+    config: TiSASRecConfig
+    config_class = TiSASRecConfig
+
+    def build_network(self, n_items: int) -> TiSASRecNetwork:
+        return TiSASRecNetwork(n_items, self.config)
