@@ -81,15 +81,7 @@ def train(
         model.checkpoint_path = out / CHECKPOINT
         model.resume = resume
     began = time.perf_counter()
-    try:
-        model.fit(split, progress=progress)
-    except RuntimeError as exc:
-        if not (resume and out and str(exc).startswith("Error(s) in loading state_dict")):
-            raise
-        raise ConfigError(
-            f"{out / CHECKPOINT}: cannot resume, the checkpoint was written by another model, "
-            "model settings or dataset; train without --resume to start again"
-        ) from None
+    model.fit(split, progress=progress)
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     result = evaluate(

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
+from evorec.errors import ConfigError
 from evorec.evaluation.evaluator import evaluate
 
 if TYPE_CHECKING:
@@ -145,8 +146,15 @@ class SequenceTrainer:
         start_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
         if self.resume and self.checkpoint_path and self.checkpoint_path.exists():
             ckpt = torch.load(self.checkpoint_path, weights_only=False)
-            self.network.load_state_dict(ckpt["network"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                self.network.load_state_dict(ckpt["network"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            except (RuntimeError, ValueError, KeyError):
+                raise ConfigError(
+                    f"{self.checkpoint_path}: cannot resume, the checkpoint was written by "
+                    "another model, model settings or dataset; train without --resume to "
+                    "start again"
+                ) from None
             self.rng.bit_generator.state = ckpt["rng"]
             self.generator.set_state(ckpt["generator"])
             torch.set_rng_state(ckpt["torch_rng"])
