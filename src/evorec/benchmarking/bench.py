@@ -147,10 +147,13 @@ def _cell(value: Any, digits: int = 4) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
+    """One row per dataset and model; ``NDCG@10 ×`` is the ratio to the first model run on
+    the same dataset in the same process (the baseline)."""
     header = [
         "dataset",
         "model",
         *TABLE_METRICS,
+        "NDCG@10 ×",
         "params",
         "best epoch",
         "train s",
@@ -161,11 +164,15 @@ def markdown_table(results: dict[str, Any]) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results["datasets"]:
-        for name, row in entry["models"].items():
+        rows = entry["models"]
+        baseline = next(iter(rows.values()), {}).get("NDCG@10") if rows else None
+        for name, row in rows.items():
+            ratio = row["NDCG@10"] / baseline if baseline else None
             cells = [
                 entry["name"],
                 name,
                 *(_cell(row.get(m)) for m in TABLE_METRICS),
+                _cell(ratio, 2),
                 _cell(row.get("parameters")),
                 _cell(row.get("best_epoch")),
                 _cell(row.get("train_seconds"), 0),
