@@ -9,64 +9,39 @@ no other position is scored. At inference a ``[MASK]`` token is appended to the 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from evorec.data.histories import Histories
-from evorec.models.sasrec import SelfAttentionBlock
+from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import (
     EventFeatures,
-    SequenceNetwork,
-    SequentialConfig,
     SequentialRecommender,
 )
 
 
-class BERT4RecConfig(SequentialConfig):
+class BERT4RecConfig(SASRecConfig):
     max_len: int = Field(50, ge=2, description="events read, the appended [MASK] included")
     dropout: float = Field(0.1, ge=0, lt=1)
-    layers: int = Field(2, ge=1)
     heads: int = Field(2, ge=1)
-    ffn_multiplier: int = Field(4, ge=1, description="feed-forward width = dim * multiplier")
     mask_prob: float = Field(0.2, gt=0, le=1, description="share of events masked in training")
 
 
-class BERT4RecNetwork(SequenceNetwork):
+class BERT4RecNetwork(AttentionNetwork):
     """Item rows ``1..n_items``, padding row 0 and the ``[MASK]`` row ``n_items + 1``."""
 
     def __init__(self, n_items: int, config: BERT4RecConfig) -> None:
-        super().__init__()
-        self.scale = math.sqrt(config.dim)
-        self.item_embedding = nn.Embedding(n_items + 2, config.dim, padding_idx=0)
-        self.position_embedding = nn.Embedding(config.max_len, config.dim)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            SelfAttentionBlock(
-                config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
-            )
-            for _ in range(config.layers)
-        )
-        self.norm = nn.LayerNorm(config.dim)
+        super().__init__(n_items + 2, config)
         self.head = nn.Sequential(
             nn.Linear(config.dim, config.dim), nn.GELU(), nn.LayerNorm(config.dim)
         )
-        nn.init.normal_(self.item_embedding.weight, std=1.0 / self.scale)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
 
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
-        positions = torch.arange(items.shape[1], device=items.device)
-        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
-        x = self.drop(x)
         # bidirectional: every position attends to every real (non-padding) one
         keys = (items > 0)[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, keys)
-        return self.head(self.norm(x))
+        return self.head(self.attend(self.embed(items), [keys] * len(self.blocks)))
 
     def item_weights(self) -> torch.Tensor:
         return self.item_embedding.weight[1:-1]

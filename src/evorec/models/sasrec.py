@@ -4,6 +4,7 @@ trained with cross-entropy over the catalogue (Klenitskiy & Vasilev, RecSys 2023
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,11 +66,14 @@ class SelfAttentionBlock(nn.Module):
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
-class SASRecNetwork(SequenceNetwork):
-    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+class AttentionNetwork(SequenceNetwork):
+    """Item and position embeddings, a stack of self-attention blocks and a final norm:
+    the trunk shared by SASRec, BERT4Rec and TiSASRec. Row 0 of the table is padding."""
+
+    def __init__(self, rows: int, config: SASRecConfig) -> None:
         super().__init__()
         self.scale = math.sqrt(config.dim)
-        self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
+        self.item_embedding = nn.Embedding(rows, config.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
@@ -83,13 +87,27 @@ class SASRecNetwork(SequenceNetwork):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """Scaled item embeddings plus position embeddings."""
         positions = torch.arange(items.shape[1], device=items.device)
-        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        return self.item_embedding(items) * self.scale + self.position_embedding(positions)
+
+    def attend(
+        self, x: torch.Tensor, masks: Sequence[torch.Tensor | None] | None = None
+    ) -> torch.Tensor:
+        """Dropout, the blocks (block ``b`` gets ``masks[b]``; causal without) and the norm."""
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)
+        for block, mask in zip(self.blocks, masks or [None] * len(self.blocks), strict=True):
+            x = block(x, mask)
         return self.norm(x)
+
+
+class SASRecNetwork(AttentionNetwork):
+    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+        super().__init__(n_items + 1, config)
+
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
+        return self.attend(self.embed(items))
 
 
 class SASRec(SequentialRecommender):

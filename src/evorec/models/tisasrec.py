@@ -8,17 +8,14 @@ weekday and recency (log2 bucket of the time since the previous event).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from evorec.models.sasrec import SASRecConfig, SelfAttentionBlock
+from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import (
     EventFeatures,
-    SequenceNetwork,
     SequentialRecommender,
     interval_buckets,
 )
@@ -42,13 +39,10 @@ def time_features(
     return hour, weekday, F.pad(gaps, (1, 0), value=n_buckets)
 
 
-class TiSASRecNetwork(SequenceNetwork):
+class TiSASRecNetwork(AttentionNetwork):
     def __init__(self, n_items: int, config: TiSASRecConfig) -> None:
-        super().__init__()
-        self.scale = math.sqrt(config.dim)
+        super().__init__(n_items + 1, config)
         self.time_buckets = config.time_buckets
-        self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
-        self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.hour_embedding = nn.Embedding(24, config.dim)
         self.weekday_embedding = nn.Embedding(7, config.dim)
         # the last row: the first event, which has no previous one
@@ -56,17 +50,6 @@ class TiSASRecNetwork(SequenceNetwork):
         self.interval_bias = nn.ModuleList(
             nn.Embedding(config.time_buckets, config.heads) for _ in range(config.layers)
         )
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            SelfAttentionBlock(
-                config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
-            )
-            for _ in range(config.layers)
-        )
-        self.norm = nn.LayerNorm(config.dim)
-        nn.init.normal_(self.item_embedding.weight, std=1.0 / self.scale)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
         # time features and biases start at zero: the network starts as SASRec
         for table in (self.hour_embedding, self.weekday_embedding, self.recency_embedding):
             nn.init.zeros_(table.weight)
@@ -85,18 +68,16 @@ class TiSASRecNetwork(SequenceNetwork):
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         features = features or EventFeatures()
         length = items.shape[1]
-        positions = torch.arange(length, device=items.device)
-        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        x = self.embed(items)
         if features.timestamps is not None:
             x = x + self.time_embedding(features.timestamps)
-        x = self.drop(x)
         times = features.times(items)
         buckets = interval_buckets(times[:, :, None] - times[:, None, :], self.time_buckets)
         # Right padding: the causal -inf keeps padding out of every real position.
         causal = torch.full((length, length), -torch.inf, device=items.device).triu(1)
-        for bias, block in zip(self.interval_bias, self.blocks, strict=True):
-            x = block(x, bias(buckets).permute(0, 3, 1, 2) + causal)
-        return self.norm(x)
+        return self.attend(
+            x, [bias(buckets).permute(0, 3, 1, 2) + causal for bias in self.interval_bias]
+        )
 
 
 class TiSASRec(SequentialRecommender):
