@@ -19,17 +19,19 @@ class GRU4RecConfig(SequentialConfig):
     layers: int = Field(1, ge=1)
 
 
-class GRU4RecNetwork(SequenceNetwork):
-    def __init__(self, n_items: int, config: GRU4RecConfig) -> None:
+class RecurrentNetwork(SequenceNetwork):
+    """Item embeddings, a stack of recurrent layers (GRU or LSTM) and a projection."""
+
+    def __init__(self, n_items: int, config: GRU4RecConfig, cell: type[nn.RNNBase]) -> None:
         super().__init__()
         self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
         self.drop = nn.Dropout(config.dropout)
-        self.gru = nn.GRU(config.dim, config.dim, num_layers=config.layers, batch_first=True)
+        self.rnn = cell(config.dim, config.dim, num_layers=config.layers, batch_first=True)
         self.project = nn.Linear(config.dim, config.dim)
 
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         # Right padding: a forward recurrence never carries padding into real positions.
-        hidden, _ = self.gru(self.drop(self.item_embedding(items)))
+        hidden, _ = self.rnn(self.drop(self.item_embedding(items)))
         return self.project(self.drop(hidden))
 
 
@@ -38,5 +40,5 @@ class GRU4Rec(SequentialRecommender):
     config: GRU4RecConfig
     config_class = GRU4RecConfig
 
-    def build_network(self, n_items: int) -> GRU4RecNetwork:
-        return GRU4RecNetwork(n_items, self.config)
+    def build_network(self, n_items: int) -> RecurrentNetwork:
+        return RecurrentNetwork(n_items, self.config, nn.GRU)
