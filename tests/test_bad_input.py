@@ -157,7 +157,14 @@ def test_no_data_path_at_all(run, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- config
 
 
-def test_unknown_model_field(run, events_csv: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "assignment,needles",
+    [("epoch=1", ["sasrec", "epoch"]), ("lr=fast", ["lr", "number"])],
+)
+def test_bad_model_setting(
+    run, events_csv: Path, tmp_path: Path, assignment: str, needles: list[str]
+) -> None:
+    """An unknown model field or a value of the wrong type."""
     result = run(
         "train",
         "--data",
@@ -165,27 +172,11 @@ def test_unknown_model_field(run, events_csv: Path, tmp_path: Path) -> None:
         "--model",
         "sasrec",
         "--set",
-        "epoch=1",
+        assignment,
         "--out",
         tmp_path / "m",
     )
-    assert_error(result, "sasrec", "epoch")
-    assert listing(tmp_path) == {"events.csv"}
-
-
-def test_bad_value_type(run, events_csv: Path, tmp_path: Path) -> None:
-    result = run(
-        "train",
-        "--data",
-        events_csv,
-        "--model",
-        "sasrec",
-        "--set",
-        "lr=fast",
-        "--out",
-        tmp_path / "m",
-    )
-    assert_error(result, "lr", "number")
+    assert_error(result, *needles)
     assert listing(tmp_path) == {"events.csv"}
 
 
