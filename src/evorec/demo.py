@@ -13,7 +13,7 @@ from evorec.data.histories import Histories
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.data.split import leave_one_out
-from evorec.evaluation.evaluator import evaluate
+from evorec.evaluation.evaluator import evaluate, exclude_seen
 from evorec.models import get_model_class
 from evorec.models.base import Recommender
 
@@ -26,8 +26,7 @@ def topic_share(
 ) -> float:
     """Mean share of each top-``k`` list on the user's true current dominant topic."""
     scores = model.score(histories).float()
-    rows = np.repeat(np.arange(len(histories)), histories.lengths)
-    scores[rows, histories.items] = -np.inf
+    exclude_seen(scores, histories)
     top = scores.topk(k, dim=1).indices.numpy()
     return float((topics[top] == current[:, None]).mean())
 
@@ -106,7 +105,7 @@ def run_demo(
             n = max(int(full.lengths[user] * fraction), 1)
             hist = full.take(np.array([user])).slice_each(0, n)
             top = sasrec.score(hist).float()
-            top[0, hist.items] = -np.inf
+            exclude_seen(top, hist)
             rec_topics = item_topic[top.topk(10, dim=1).indices.numpy()[0]]
             counts = np.bincount(rec_topics)
             summary = ", ".join(f"t{t}×{counts[t]}" for t in np.argsort(-counts)[:3] if counts[t])

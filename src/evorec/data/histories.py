@@ -48,6 +48,11 @@ class Histories:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    @property
+    def rows(self) -> np.ndarray:
+        """The row of every event in the flat arrays."""
+        return np.repeat(np.arange(len(self)), self.lengths)
+
     def to_lists(self) -> list[list[int]]:
         return [self[r].tolist() for r in range(len(self))]
 
@@ -125,7 +130,6 @@ def _pad(cut: Histories, values: np.ndarray) -> np.ndarray:
     lengths = cut.lengths
     width = max(int(lengths.max(initial=0)), 1)
     out = np.zeros((len(cut), width), dtype=np.int64)
-    rows = np.repeat(np.arange(len(cut)), lengths)
     cols = np.arange(len(cut.items)) - np.repeat(cut.offsets[:-1], lengths)
-    out[rows, cols] = values
+    out[cut.rows, cols] = values
     return out

@@ -89,14 +89,14 @@ def temporal_split(
             "temporal split: validation cut must come before the test cut", field="timestamp"
         )
     hist = dataset.histories
-    row = np.repeat(np.arange(len(hist)), hist.lengths)
+    rows = hist.rows
 
     def eval_set(start: int, stop: int | None) -> EvalSet:
         after = hist.timestamps >= start
         if stop is not None:
             after &= hist.timestamps < stop
-        n_before = np.bincount(row, hist.timestamps < start, len(hist)).astype(np.int64)
-        n_after = np.bincount(row, after, len(hist)).astype(np.int64)
+        n_before = np.bincount(rows, hist.timestamps < start, len(hist)).astype(np.int64)
+        n_after = np.bincount(rows, after, len(hist)).astype(np.int64)
         users = np.flatnonzero((n_before > 0) & (n_after > 0))
         chosen, cut = hist.take(users), n_before[users]
         return EvalSet(

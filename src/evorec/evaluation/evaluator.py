@@ -30,11 +30,17 @@ class EvalResult:
         return {"users": self.users, "filter_seen": self.filter_seen, **self.metrics}
 
 
+def exclude_seen(scores: torch.Tensor, histories: Histories) -> None:
+    """Score every item of each row's history ``-inf``, in place."""
+    rows, items = torch.from_numpy(histories.rows), torch.from_numpy(histories.items)
+    scores[rows.to(scores.device), items.to(scores.device)] = -torch.inf
+
+
 def target_ranks(scores: torch.Tensor, targets: Histories, chunk: int) -> list[np.ndarray]:
     """0-based rank of each target among all items; ties go to the lower item index.
 
     Targets scored ``-inf`` (removed from the ranking) get :data:`UNRANKED`."""
-    rows = np.repeat(np.arange(len(targets)), targets.lengths)
+    rows = targets.rows
     flat_ranks = np.zeros(len(rows), dtype=np.int64)
     index = torch.arange(scores.shape[1])
     for start in range(0, len(rows), chunk):
@@ -57,7 +63,7 @@ def distinct_targets(targets: Histories) -> Histories:
 
     Relevance is binary: an item taken twice in the target window (a temporal split keeps
     repeats) is one relevant item, else NDCG could exceed 1 and recall double-count it."""
-    rows = np.repeat(np.arange(len(targets)), targets.lengths)
+    rows = targets.rows
     order = np.lexsort((np.arange(len(rows)), targets.items, rows))
     new_key = np.ones(len(order), dtype=bool)
     new_key[1:] = (np.diff(rows[order]) != 0) | (np.diff(targets.items[order]) != 0)
@@ -94,8 +100,7 @@ def evaluate(
             hist = data.histories.take(rows)
             scores = model.score(hist).float()
             if filter_seen:
-                row_ids = np.repeat(np.arange(len(rows)), hist.lengths)
-                scores[torch.from_numpy(row_ids), torch.from_numpy(hist.items)] = -torch.inf
+                exclude_seen(scores, hist)
             targets = distinct_targets(data.targets.take(rows))
             all_ranks.extend(target_ranks(scores, targets, chunk))
             top = torch.topk(scores, min(coverage_k, n_items), dim=1).indices

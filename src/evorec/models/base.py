@@ -28,6 +28,7 @@ from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError, EvorecError, ModelDirError
+from evorec.evaluation.evaluator import exclude_seen
 
 MODEL_FORMAT = 1
 MANIFEST = "evorec-model.json"
@@ -150,8 +151,7 @@ class Recommender(ABC):
                 allowed[torch.from_numpy(dataset.encode_items(items))] = True
                 scores[:, ~allowed] = -torch.inf
             if filter_seen:
-                row_ids = np.repeat(np.arange(len(hist)), hist.lengths)
-                scores[torch.from_numpy(row_ids), torch.from_numpy(hist.items)] = -torch.inf
+                exclude_seen(scores, hist)
             top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
         top_scores, top_items = top.values.numpy(), top.indices.numpy()
         keep = np.isfinite(top_scores)

@@ -45,7 +45,7 @@ class EASE(Recommender):
 
     def encode(self, histories: Histories) -> np.ndarray:
         multi_hot = np.zeros((len(histories), self._weights.shape[0]), dtype=np.float32)
-        multi_hot[np.repeat(np.arange(len(histories)), histories.lengths), histories.items] = 1.0
+        multi_hot[histories.rows, histories.items] = 1.0
         return multi_hot
 
     def item_vectors(self) -> np.ndarray:
@@ -53,8 +53,9 @@ class EASE(Recommender):
 
     def score(self, histories: Histories) -> torch.Tensor:
         """``x · B`` computed as a sum of the history items' rows of ``B`` (x is sparse)."""
-        rows = np.repeat(np.arange(len(histories)), histories.lengths)
-        pairs = np.unique(np.stack([rows, histories.items]), axis=1)  # drop repeated items
+        pairs = np.unique(
+            np.stack([histories.rows, histories.items]), axis=1
+        )  # drop repeated items
         offsets = np.searchsorted(pairs[0], np.arange(len(histories)))
         return F.embedding_bag(
             torch.from_numpy(pairs[1].astype(np.int64)),
