@@ -119,7 +119,8 @@ def test_last_zero_is_empty():
 @given(ragged, st.integers(1, 10))
 @SETTINGS
 def test_padded(lists, max_len):
-    out, lengths = Histories.from_lists(lists).padded(max_len)
+    padded = Histories.from_lists(lists).padded_events(max_len)
+    out, lengths = padded.items, padded.lengths
     cut = [s[-max_len:] for s in lists]
     width = max([len(c) for c in cut] + [1])
     assert out.shape == (len(lists), width)
@@ -132,12 +133,12 @@ def test_padded(lists, max_len):
 
 def test_padded_hand_case():
     h = Histories.from_lists([[0, 1, 2, 3], [], [7]])
-    out, lengths = h.padded(3)
-    assert out.tolist() == [[2, 3, 4], [0, 0, 0], [8, 0, 0]]
-    assert lengths.tolist() == [3, 0, 1]
-    out, lengths = Histories.from_lists([[], []]).padded(5)
-    assert out.tolist() == [[0], [0]]
-    assert lengths.tolist() == [0, 0]
+    padded = h.padded_events(3)
+    assert padded.items.tolist() == [[2, 3, 4], [0, 0, 0], [8, 0, 0]]
+    assert padded.lengths.tolist() == [3, 0, 1]
+    padded = Histories.from_lists([[], []]).padded_events(5)
+    assert padded.items.tolist() == [[0], [0]]
+    assert padded.lengths.tolist() == [0, 0]
 
 
 @pytest.mark.parametrize("rows", [[], [2, 0], [1, 1, 1]])

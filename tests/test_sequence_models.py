@@ -100,9 +100,6 @@ def test_padded_events_align_times_and_behaviors():
     np.testing.assert_array_equal(padded.timestamps, [[20, 30], [40, 0], [0, 0]])
     # behaviour code + 1; unknown (-1) and padding are both 0
     np.testing.assert_array_equal(padded.behaviors, [[0, 3], [2, 0], [0, 0]])
-    items, lengths = hist.padded(2)
-    np.testing.assert_array_equal(items, padded.items)
-    np.testing.assert_array_equal(lengths, padded.lengths)
     bare = Histories.from_lists([[1, 2]]).padded_events(5)
     assert bare.timestamps is None and bare.behaviors is None
 

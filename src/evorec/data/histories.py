@@ -93,14 +93,9 @@ class Histories:
         # start = length - n (not -n: -0 would mean "from the start" and keep everything)
         return self.slice_each(lengths - np.minimum(lengths, max(n, 0)), lengths)
 
-    def padded(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ``[rows, L]`` array of ``item + 1`` (0 = padding) over the last
-        ``max_len`` events, with the row lengths."""
-        cut = self.last(max_len)
-        return _pad(cut, cut.items + 1), cut.lengths
-
     def padded_events(self, max_len: int) -> PaddedEvents:
-        """:meth:`padded` with the aligned timestamps and behaviours, padded the same way."""
+        """The last ``max_len`` events of each row, right-padded: items (``item + 1``,
+        0 = padding) with the aligned timestamps and behaviours, and the row lengths."""
         cut = self.last(max_len)
         return PaddedEvents(
             _pad(cut, cut.items + 1),
