@@ -41,3 +41,7 @@ class ModelDirError(EvorecError):
 
 class UnknownIdError(EvorecError):
     """A user or item id that the model has never seen."""
+
+
+class StoreError(EvorecError):
+    """An event store that cannot be opened, migrated or reached."""
