@@ -1,0 +1,430 @@
+"""Top-K inner-product search over item vectors: exact, or approximate with faiss.
+
+Every index answers the same question: the ``k`` items with the largest ``q · v`` for each
+query ``q``, best first, never an item excluded for that query or outside the allow-list.
+The ANN indexes (HNSW, IVF) over-fetch and refill so that filters cost no results: a query
+gets ``k`` items whenever ``k`` candidates exist, padded with ``-inf`` / ``-1`` only when
+fewer do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+import torch
+
+from evorec.errors import EvorecError, ModelDirError, UnknownIdError
+from evorec.retrieval.config import IndexKind, RetrievalConfig, retrieval_config
+
+SCORE_BUDGET = 2**25  # exact scores held at once (floats): bounds memory
+INDEX_FILE_PREFIX = "item-index-"
+
+Result = tuple[np.ndarray, np.ndarray]
+
+
+class ItemIndex(ABC):
+    """Item vectors held in a faiss index, searched by inner product."""
+
+    kind: ClassVar[IndexKind]
+
+    def __init__(self, index: faiss.Index, vectors: np.ndarray, config: RetrievalConfig):
+        self.index = index
+        self.vectors = vectors  # [n_items, dim] float32, for exact scoring
+        self.config = config
+
+    @property
+    def n_items(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> Result:
+        """Top-``k`` items for each query row: ``(scores [n, k], items [n, k])``.
+
+        ``exclude[r]`` lists item indices never returned for query ``r`` (e.g. its history);
+        ``allowed`` is a boolean mask over all items that every result must satisfy.
+        """
+        queries = _as_matrix(queries, "queries", self.dim)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise EvorecError(f"k must be a positive integer, got {k!r}")
+        excluded = None if exclude is None else _as_exclude(exclude, len(queries), self.n_items)
+        if allowed is not None:
+            allowed = np.asarray(allowed)
+            if allowed.dtype != np.bool_ or allowed.shape != (self.n_items,):
+                raise EvorecError(
+                    f"allowed must be a boolean mask of shape ({self.n_items},), "
+                    f"got {allowed.dtype} {allowed.shape}"
+                )
+        return self._search(queries, int(k), excluded, allowed)
+
+    @abstractmethod
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: list[np.ndarray] | None,
+        allowed: np.ndarray | None,
+    ) -> Result:
+        """:meth:`search` on validated input (``exclude`` rows sorted and unique)."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index to ``path`` atomically (a temp file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            faiss.write_index(self.index, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+class ExactIndex(ItemIndex):
+    """Brute force: every item scored (torch matmul + top-k, in chunks of queries)."""
+
+    kind = "exact"
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: list[np.ndarray] | None,
+        allowed: np.ndarray | None,
+    ) -> Result:
+        return exact_search(self.vectors, queries, k, exclude, allowed)
+
+
+class ANNIndex(ItemIndex):
+    """An approximate index; filters are applied by over-fetching and refilling."""
+
+    @abstractmethod
+    def _params(self, fetch: int, attempt: int, sel: Any, share: float) -> faiss.SearchParameters:
+        """Search parameters of refill ``attempt`` (0 first) fetching ``fetch`` items when a
+        ``share`` of the items is allowed: the effort grows as ``1 / share`` so that a
+        filtered search meets as many allowed candidates as an unfiltered one."""
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: list[np.ndarray] | None,
+        allowed: np.ndarray | None,
+    ) -> Result:
+        n_allowed = self.n_items if allowed is None else int(allowed.sum())
+        if allowed is not None and n_allowed <= self.config.exact_max_allowed:
+            return exact_search(self.vectors, queries, k, exclude, allowed)
+        n_queries = len(queries)
+        n_excluded = np.zeros(n_queries, dtype=np.int64)
+        if exclude is not None:
+            n_excluded[:] = [len(e) if allowed is None else int(allowed[e].sum()) for e in exclude]
+        want = np.minimum(k, n_allowed - n_excluded)  # results each query can have
+        scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+        items = np.full((n_queries, k), -1, dtype=np.int64)
+        # The allow-list goes to faiss as a bitmap selector (bit i of byte i // 8).
+        bitmap = None if allowed is None else np.packbits(allowed, bitorder="little")
+        sel = None if bitmap is None else faiss.IDSelectorBitmap(bitmap)
+        fetch = _next_power_of_two(k + n_excluded)
+        pending = np.flatnonzero(want > 0)
+        attempt = 0
+        while len(pending):
+            # Fetching half the candidates or more: exact scoring is cheaper and complete.
+            exhausted = fetch[pending] * 2 > n_allowed
+            if exhausted.any():
+                rows = pending[exhausted]
+                part = None if exclude is None else [exclude[r] for r in rows]
+                scores[rows], items[rows] = exact_search(
+                    self.vectors, queries[rows], k, part, allowed
+                )
+                pending = pending[~exhausted]
+            short = []
+            for size in np.unique(fetch[pending]):
+                rows = pending[fetch[pending] == size]
+                part = None if exclude is None else [exclude[r] for r in rows]
+                params = self._params(int(size), attempt, sel, n_allowed / self.n_items)
+                found = self._fetch(queries[rows], k, int(size), params, part, allowed)
+                full = found[2] >= want[rows]
+                scores[rows[full]] = found[0][full]
+                items[rows[full]] = found[1][full]
+                short.append(rows[~full])
+            pending = np.concatenate(short) if short else pending[:0]
+            fetch[pending] *= 2
+            attempt += 1
+        # Past each query's own ``want``: padding (fewer candidates than k exist).
+        beyond = np.arange(k)[None, :] >= want[:, None]
+        scores[beyond], items[beyond] = -np.inf, -1
+        return scores, items
+
+    def _fetch(
+        self,
+        queries: np.ndarray,
+        k: int,
+        fetch: int,
+        params: faiss.SearchParameters,
+        exclude: list[np.ndarray] | None,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ANN-search ``fetch`` items per query and keep the best ``k`` that pass the filters:
+        ``(scores [n, k], items [n, k], number that passed)``."""
+        found_scores, found_items = self.index.search(queries, fetch, params=params)
+        valid = found_items >= 0
+        if allowed is not None:
+            valid &= allowed[np.maximum(found_items, 0)]
+        if exclude is not None:
+            valid &= ~_excluded(found_items, exclude, self.n_items)
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :k]  # valid first, in rank order
+        return (
+            np.take_along_axis(found_scores, order, 1),
+            np.take_along_axis(found_items, order, 1),
+            valid.sum(1),
+        )
+
+
+class HNSWIndex(ANNIndex):
+    """faiss ``IndexHNSWFlat`` in inner-product space."""
+
+    kind = "hnsw"
+
+    def _params(self, fetch: int, attempt: int, sel: Any, share: float) -> faiss.SearchParameters:
+        ef = int(np.ceil(max(self.config.ef_search, fetch) / share))
+        params = faiss.SearchParametersHNSW(efSearch=min(ef, self.n_items))
+        if sel is not None:
+            params.sel = sel
+        return params
+
+
+class IVFIndex(ANNIndex):
+    """faiss ``IndexIVFFlat`` in inner-product space; each refill scans twice the cells."""
+
+    kind = "ivf"
+
+    def _params(self, fetch: int, attempt: int, sel: Any, share: float) -> faiss.SearchParameters:
+        nprobe = min(self.index.nlist, int(np.ceil(self.config.nprobe * 2**attempt / share)))
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if sel is not None:
+            params.sel = sel
+        return params
+
+
+def exact_search(
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    exclude: list[np.ndarray] | None,
+    allowed: np.ndarray | None,
+) -> Result:
+    """Exact top-``k`` by inner product over the allowed items; a sparse allow-list is
+    scored on its own rows, a dense one by masking."""
+    n_queries = len(queries)
+    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    items = np.full((n_queries, k), -1, dtype=np.int64)
+    subset = None
+    if allowed is not None and 2 * int(allowed.sum()) < len(vectors):
+        subset = np.flatnonzero(allowed)
+    candidates = torch.from_numpy(vectors if subset is None else vectors[subset])
+    blocked = None if allowed is None or subset is not None else torch.from_numpy(~allowed)
+    width = min(k, len(candidates))
+    if width == 0 or n_queries == 0:
+        return scores, items
+    chunk = max(1, SCORE_BUDGET // len(candidates))
+    with torch.inference_mode():
+        for start in range(0, n_queries, chunk):
+            stop = min(start + chunk, n_queries)
+            block = torch.from_numpy(queries[start:stop]) @ candidates.T
+            if blocked is not None:
+                block.masked_fill_(blocked, -torch.inf)
+            if exclude is not None:
+                rows, cols = _pairs(exclude[start:stop])
+                if subset is not None:
+                    pos = np.minimum(np.searchsorted(subset, cols), len(subset) - 1)
+                    hit = subset[pos] == cols
+                    rows, cols = rows[hit], pos[hit]
+                block[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
+            top = torch.topk(block, width, dim=1)
+            top_scores, top_items = top.values.numpy(), top.indices.numpy()
+            if subset is not None:
+                top_items = subset[top_items]
+            scores[start:stop, :width] = top_scores
+            items[start:stop, :width] = np.where(np.isfinite(top_scores), top_items, -1)
+    return scores, items
+
+
+def build_index(
+    item_vectors: np.ndarray, config: RetrievalConfig | dict[str, Any] | None = None
+) -> ItemIndex:
+    """An index over ``item_vectors`` (``[n_items, dim]``) of the configured kind."""
+    config = retrieval_config(config)
+    vectors = _as_matrix(item_vectors, "item vectors")
+    n_items, dim = vectors.shape
+    if n_items == 0:
+        raise EvorecError("item vectors: no items to index")
+    kind = config.resolved_kind(n_items)
+    if kind == "exact":
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(vectors)
+        return ExactIndex(flat, _flat_vectors(flat), config)
+    if kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = config.ef_construction
+        hnsw.add(vectors)
+        return HNSWIndex(hnsw, _flat_vectors(faiss.downcast_index(hnsw.storage)), config)
+    nlist = config.nlist or int(np.clip(4 * np.sqrt(n_items), 1, max(1, n_items // 39)))
+    if nlist > n_items:
+        raise EvorecError(f"retrieval nlist={nlist} exceeds the {n_items} items to index")
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = config.seed
+    sample = vectors
+    if n_items > config.train_size:
+        rng = np.random.default_rng(config.seed)
+        sample = vectors[np.sort(rng.choice(n_items, config.train_size, replace=False))]
+    ivf.train(sample)
+    ivf.add(vectors)
+    return IVFIndex(ivf, vectors, config)
+
+
+def load_index(
+    path: str | Path, config: RetrievalConfig | dict[str, Any] | None = None
+) -> ItemIndex:
+    """An index saved with :meth:`ItemIndex.save`; ``config`` gives the search settings."""
+    config = retrieval_config(config)
+    path = Path(path)
+    if not path.is_file():
+        raise ModelDirError(f"{path}: item index not found")
+    try:
+        index = faiss.read_index(str(path))  # already of its concrete class
+    except RuntimeError as exc:
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise ModelDirError(f"{path}: cannot read item index ({message})") from None
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT or index.ntotal == 0:
+        raise ModelDirError(f"{path}: not an inner-product item index")
+    if isinstance(index, faiss.IndexHNSWFlat):
+        loaded: ItemIndex = HNSWIndex(
+            index, _flat_vectors(faiss.downcast_index(index.storage)), config
+        )
+    elif isinstance(index, faiss.IndexIVFFlat):
+        loaded = IVFIndex(index, _ivf_vectors(index), config)
+    elif isinstance(index, faiss.IndexFlat):
+        loaded = ExactIndex(index, _flat_vectors(index), config)
+    else:
+        raise ModelDirError(f"{path}: unsupported item index type {type(index).__name__}")
+    if config.kind != "auto" and config.kind != loaded.kind:
+        raise ModelDirError(
+            f"{path}: index kind is {loaded.kind}, the config asks for {config.kind}"
+        )
+    return loaded
+
+
+def load_or_build_index(
+    directory: str | Path,
+    item_vectors: np.ndarray,
+    config: RetrievalConfig | dict[str, Any] | None = None,
+) -> ItemIndex:
+    """The ANN index of ``item_vectors`` saved in ``directory`` (a model directory), built
+    and saved there first if missing; exact indexes are built, never saved.
+
+    The file name holds a digest of the vectors and build settings, so an index of other
+    vectors or settings is never reused; it is replaced."""
+    config = retrieval_config(config)
+    vectors = _as_matrix(item_vectors, "item vectors")
+    kind = config.resolved_kind(len(vectors))
+    if kind == "exact":
+        return build_index(vectors, config)
+    build = config.model_dump(
+        include={"hnsw_m", "ef_construction"} if kind == "hnsw" else {"nlist", "train_size", "seed"}
+    )
+    digest = hashlib.sha256(vectors.tobytes())
+    digest.update(json.dumps({"kind": kind, **build}, sort_keys=True).encode())
+    directory = Path(directory)
+    path = directory / f"{INDEX_FILE_PREFIX}{kind}-{digest.hexdigest()[:16]}.faiss"
+    if path.is_file():
+        return load_index(path, config)
+    index = build_index(vectors, config)
+    index.save(path)
+    for stale in directory.glob(f"{INDEX_FILE_PREFIX}*.faiss"):
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return index
+
+
+def _as_matrix(values: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:
+    """``values`` as a C-contiguous finite float32 matrix (of ``dim`` columns)."""
+    matrix = np.asarray(values)
+    if matrix.ndim != 2 or (dim is not None and matrix.shape[1] != dim):
+        want = f"[n, {dim}]" if dim is not None else "[n, dim]"
+        raise EvorecError(f"{what} must be a {want} matrix, got shape {matrix.shape}")
+    if not np.issubdtype(matrix.dtype, np.number):
+        raise EvorecError(f"{what} must be numeric, got {matrix.dtype}")
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    bad = ~np.isfinite(matrix).all(1)
+    if bad.any():
+        raise EvorecError(f"{what}: row {int(np.flatnonzero(bad)[0])} is not finite")
+    return matrix
+
+
+def _as_exclude(exclude: Sequence[np.ndarray], n_queries: int, n_items: int) -> list[np.ndarray]:
+    """One sorted, unique int64 array of item indices per query."""
+    if len(exclude) != n_queries:
+        raise EvorecError(f"exclude has {len(exclude)} rows for {n_queries} queries")
+    rows = []
+    for r, values in enumerate(exclude):
+        row = np.asarray(values)
+        if row.size and not np.issubdtype(row.dtype, np.integer):
+            raise EvorecError(f"exclude[{r}]: item indices must be integers, got {row.dtype}")
+        row = np.unique(row.astype(np.int64).ravel())
+        if row.size and (row[0] < 0 or row[-1] >= n_items):
+            bad = row[0] if row[0] < 0 else row[-1]
+            raise UnknownIdError(f"exclude[{r}]: item index {bad} is outside 0..{n_items - 1}")
+        rows.append(row)
+    return rows
+
+
+def _pairs(exclude: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) pairs of per-row item lists, as two flat arrays."""
+    lengths = [len(e) for e in exclude]
+    rows = np.repeat(np.arange(len(exclude)), lengths)
+    items = np.concatenate(exclude) if exclude else np.zeros(0, np.int64)
+    return rows, items.astype(np.int64)
+
+
+def _excluded(found: np.ndarray, exclude: list[np.ndarray], n_items: int) -> np.ndarray:
+    """Which entries of ``found`` (``[n, fetch]`` item indices) row ``r`` excludes."""
+    rows, items = _pairs(exclude)
+    keys = np.arange(len(found))[:, None] * (n_items + 1) + found
+    return np.isin(keys, rows * (n_items + 1) + items)
+
+
+def _next_power_of_two(values: np.ndarray) -> np.ndarray:
+    return (1 << np.ceil(np.log2(np.maximum(values, 1))).astype(np.int64)).astype(np.int64)
+
+
+def _flat_vectors(flat: faiss.IndexFlat) -> np.ndarray:
+    """The vectors a flat index stores, as a view (no copy; valid while it lives)."""
+    n, dim = flat.ntotal, flat.d
+    return faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+
+
+def _ivf_vectors(ivf: faiss.IndexIVFFlat) -> np.ndarray:
+    """The vectors of an IVF index in item order (a copy; IVF stores them by cell)."""
+    ivf.make_direct_map()
+    vectors = ivf.reconstruct_n(0, ivf.ntotal)
+    ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
