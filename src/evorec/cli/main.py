@@ -332,6 +332,26 @@ def demo(
 
 
 @app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="a trained model directory")],
+    db: Annotated[
+        str | None,
+        typer.Option(help="event store URL: sqlite:///PATH or postgresql://... (default: embedded)"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="EVOREC_API_KEY", help="X-API-Key required by write/admin calls"),
+    ] = None,
+) -> None:
+    """Serve recommendations over HTTP from users' stored, live-updated histories."""
+    from evorec.serving.server import serve as run_server
+
+    run_server(model_dir, db=db, host=host, port=port, api_key=api_key, console=console)
+
+
+@app.command()
 def version() -> None:
     """Print the evorec version."""
     console.print(__version__)

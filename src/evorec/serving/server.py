@@ -1,0 +1,38 @@
+"""``evorec serve``: open the store, load the model, run the app under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+
+from evorec.serving.app import Service, create_app
+from evorec.store import EventStore
+
+
+def serve(
+    model_dir: Path,
+    *,
+    db: str | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    console: Console,
+) -> None:
+    """Serve ``model_dir`` until interrupted; bad settings fail before the port opens."""
+    store = EventStore(db)
+    try:
+        service = Service(model_dir, store, api_key=api_key)
+        if service.seeded:
+            console.print(f"store seeded with {service.seeded:,} training events")
+        console.print(
+            f"serving {service.current.model.name} model {service.current.version} on "
+            f"http://{host}:{port} (store {store.display_url}"
+            f"{', API key required for writes' if api_key else ''})",
+            markup=False,
+            highlight=False,
+        )
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        store.close()

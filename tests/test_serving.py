@@ -1,0 +1,399 @@
+"""The REST service end to end on a small real model.
+
+The model is SASRec trained on simulated users whose interests are topic mixtures (the demo's
+simulator): the topic of every item is known (the item table's ``topic`` column), so the
+freshness test can check that recommendations turn to a topic a user starts to follow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+import evorec
+from evorec.data.preprocess import PreprocessConfig, preprocess
+from evorec.data.simulate import simulate
+from evorec.serving import Service, create_app
+from evorec.store import EventStore
+
+N_TOPICS = 8
+KEY = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only contend on a busy machine
+    sim = simulate(n_users=600, n_items=300, n_topics=N_TOPICS, seed=1)
+    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    model = evorec.SASRec(epochs=15, dim=32, max_len=30, lr=0.005, device="cpu").fit(data)
+    torch.set_num_threads(threads)
+    return model.save(tmp_path_factory.mktemp("serving") / "sim-sasrec")
+
+
+@pytest.fixture
+def service(model_dir: Path, tmp_path: Path) -> Iterator[Service]:
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    yield Service(model_dir, store)
+    store.close()
+
+
+@pytest.fixture
+def client(service: Service) -> TestClient:
+    return TestClient(create_app(service))
+
+
+def topics(service: Service) -> dict[object, int]:
+    items = service.current.dataset.items
+    assert items is not None
+    return dict(zip(items["item_id"].to_list(), items["topic"].to_list(), strict=True))
+
+
+def recommended(client: TestClient, user: object, **params: object) -> list[object]:
+    response = client.get(f"/users/{user}/recommendations", params=params)
+    assert response.status_code == 200, response.text
+    return [item["item_id"] for item in response.json()["items"]]
+
+
+def test_known_users_are_served_from_their_seeded_history(
+    service: Service, client: TestClient
+) -> None:
+    dataset = service.current.dataset
+    assert service.seeded == dataset.n_events == service.store.count()
+    user = dataset.user_ids[0]
+    seen = set(dataset.item_ids.gather(dataset.histories[0]).to_list())
+
+    body = client.get(f"/users/{user}/recommendations", params={"k": 7}).json()
+    assert body["model_version"] == service.current.version
+    assert body["model_version"].startswith("sim-sasrec-")
+    assert body["source"] == "model"
+    assert [item["rank"] for item in body["items"]] == list(range(1, 8))
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert not seen & {item["item_id"] for item in body["items"]}
+
+    # without filtering, the ranking is the model's own over every item
+    expected = service.current.model.recommend([user], k=7, filter_seen=False)
+    assert recommended(client, user, k=7, exclude_seen=False) == expected["item_id"].to_list()
+
+    history = client.get(f"/users/{user}/history").json()
+    assert [e["item_id"] for e in history["events"]] == dataset.item_ids.gather(
+        dataset.histories[0]
+    ).to_list()
+
+
+def test_recommendations_follow_events_posted_a_moment_ago(
+    service: Service, client: TestClient
+) -> None:
+    topic_of = topics(service)
+    dataset = service.current.dataset
+    moved = 0
+    for user in dataset.user_ids[:4].to_list():
+        before = [topic_of[i] for i in recommended(client, user)]
+        new = int(np.argmin(np.bincount(before, minlength=N_TOPICS)))  # its rarest topic
+        posted = [item for item, topic in topic_of.items() if topic == new][:15]
+        events = [{"user_id": user, "item_id": item} for item in posted]
+        assert client.post("/events", json=events).json() == {"ingested": 15}
+        after = [topic_of[i] for i in recommended(client, user)]
+        assert before.count(new) <= 2
+        moved += after.count(new) >= 7
+        assert not set(posted) & set(recommended(client, user, k=50))
+    assert moved >= 3, "recommendations did not turn to the newly followed topic"
+
+
+def test_a_new_user_known_only_to_the_store_gets_recommendations(
+    service: Service, client: TestClient
+) -> None:
+    topic_of = topics(service)
+    items = [item for item, topic in topic_of.items() if topic == 3][:10]
+    assert client.get("/users/newcomer/recommendations").status_code == 404
+    one = {"user_id": "newcomer", "item_id": items[0], "timestamp": 100, "behavior": "click"}
+    assert client.post("/events", json=one).status_code == 201
+    client.post("/events", json=[{"user_id": "newcomer", "item_id": i} for i in items[1:]])
+    body = client.get("/users/newcomer/recommendations").json()
+    assert body["source"] == "model" and len(body["items"]) == 10
+    history = client.get("/users/newcomer/history").json()["events"]
+    assert history[0] == {"item_id": items[0], "timestamp": 100, "behavior": "click", "value": None}
+
+    # nothing the model knows: the most popular items
+    client.post("/events", json={"user_id": "stranger", "item_id": "never-seen"})
+    body = client.get("/users/stranger/recommendations", params={"k": 5}).json()
+    popularity = service.current.dataset.item_popularity
+    top = service.current.dataset.item_ids.gather(np.argsort(-popularity, kind="stable")[:5])
+    assert body["source"] == "popularity"
+    assert [i["item_id"] for i in body["items"]] == top.to_list()
+    history = client.get("/users/stranger/history").json()["events"]
+    assert history[0]["item_id"] == "never-seen"
+
+
+def test_allow_deny_and_attribute_filters(service: Service, client: TestClient) -> None:
+    topic_of = topics(service)
+    user = service.current.dataset.user_ids[5]
+    free = recommended(client, user, k=5)
+
+    denied = recommended(client, user, k=5, deny=[free[0], free[1]])
+    assert denied[:3] == free[2:]
+    allowed = [item for item in topic_of if item not in free][:4]
+    assert set(recommended(client, user, k=10, allow=[*allowed, "unknown-item"])) <= set(allowed)
+    for topic in (2, 6):
+        picked = recommended(client, user, k=10, **{"attr.topic": topic})
+        assert picked and {topic_of[item] for item in picked} == {topic}
+
+    for params, message in [
+        ({"attr.colour": "red"}, "no item attribute 'colour'"),
+        ({"attr.topic": "many"}, "attr.topic"),
+    ]:
+        response = client.get(f"/users/{user}/recommendations", params=params)
+        assert response.status_code == 422
+        assert message in response.json()["detail"]
+
+
+def test_raw_history_recommendations_match_the_model(service: Service, client: TestClient) -> None:
+    model = service.current.model
+    history = service.current.dataset.item_ids[:6].to_list()
+    body = client.post("/recommendations", json={"items": history, "k": 5}).json()
+    assert body["user_id"] is None and body["source"] == "model"
+    expected = model.recommend(histories=[history], k=5)["item_id"].to_list()
+    assert [item["item_id"] for item in body["items"]] == expected
+
+    body = client.post("/recommendations", json={"items": ["nope"], "k": 3}).json()
+    assert body["source"] == "popularity" and len(body["items"]) == 3
+    bad = client.post("/recommendations", json={"items": history, "timestamps": [1]})
+    assert bad.status_code == 422
+
+
+def test_similar_items(service: Service, client: TestClient) -> None:
+    topic_of = topics(service)
+    item = service.current.dataset.item_ids[10]
+    body = client.get(f"/items/{item}/similar", params={"k": 10}).json()
+    similar = [i["item_id"] for i in body["items"]]
+    assert len(similar) == 10 and item not in similar
+    # item vectors group items by topic
+    assert sum(topic_of[i] == topic_of[item] for i in similar) >= 6
+    assert client.get("/items/no-such-item/similar").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("get", "/users/ghost/recommendations", None),
+        ("get", "/users/ghost/history", None),
+        ("delete", "/users/ghost", None),
+        ("get", "/items/ghost/similar", None),
+    ],
+)
+def test_unknown_ids_are_404_with_a_json_error(
+    client: TestClient, method: str, path: str, body: object
+) -> None:
+    response = client.request(method.upper(), path, json=body)
+    assert response.status_code == 404
+    assert "ghost" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"item_id": "a"},
+        {"user_id": "u", "item_id": "a", "extra": 1},
+        {"user_id": 1.5, "item_id": "a"},
+        {"user_id": "", "item_id": "a"},
+        {"user_id": "u", "item_id": "a", "timestamp": "noon"},
+        {"user_id": "u", "item_id": "a", "timestamp": -1},
+        {"user_id": "u", "item_id": "a", "value": "NaN"},
+        [],
+        "text",
+    ],
+)
+def test_invalid_event_bodies_are_422_and_store_nothing(
+    service: Service, client: TestClient, body: object
+) -> None:
+    before = service.store.count()
+    response = client.post("/events", json=body)
+    assert response.status_code == 422
+    assert service.store.count() == before
+
+
+def test_invalid_query_values_are_422(client: TestClient, service: Service) -> None:
+    user = service.current.dataset.user_ids[0]
+    for params in ({"k": 0}, {"k": 100_000}, {"k": "ten"}, {"exclude_seen": "maybe"}):
+        assert client.get(f"/users/{user}/recommendations", params=params).status_code == 422
+    response = client.post("/events", content=b"{not json", headers={"content-type": "json"})
+    assert response.status_code == 422
+
+
+def test_delete_user_forgets_them(service: Service, client: TestClient) -> None:
+    user = service.current.dataset.user_ids[2]
+    count = int(service.current.dataset.histories.lengths[2])
+    client.post("/events", json={"user_id": user, "item_id": "fresh"})
+    assert client.delete(f"/users/{user}").json() == {"user_id": str(user), "deleted": count + 1}
+    assert not service.store.has_user(str(user))
+    assert client.get(f"/users/{user}/recommendations").status_code == 404
+    assert client.get(f"/users/{user}/history").status_code == 404
+    assert client.delete(f"/users/{user}").status_code == 404
+
+
+def test_write_and_admin_calls_need_the_api_key(model_dir: Path, tmp_path: Path) -> None:
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    client = TestClient(create_app(Service(model_dir, store, api_key=KEY)))
+    event = {"user_id": "u", "item_id": "i"}
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        assert client.post("/events", json=event, headers=headers).status_code == 401
+        assert client.delete("/users/u", headers=headers).status_code == 401
+        assert client.post("/admin/reload", headers=headers).status_code == 401
+    assert not store.has_user("u")
+    good = {"X-API-Key": KEY}
+    assert client.post("/events", json=event, headers=good).status_code == 201
+    assert client.get("/users/u/recommendations").status_code == 200  # reads are open
+    assert client.delete("/users/u", headers=good).status_code == 200
+    assert client.post("/admin/reload", headers=good).status_code == 200
+    store.close()
+
+
+def test_reload_swaps_models_while_requests_run(
+    service: Service, client: TestClient, model_dir: Path, tmp_path: Path
+) -> None:
+    retrained = tmp_path / "sim-sasrec-v2"
+    shutil.copytree(model_dir, retrained)
+    manifest = retrained / "evorec-model.json"
+    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1, "note": 2'))
+    old = service.current.version
+    user = service.current.dataset.user_ids[0]
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            response = client.get(f"/users/{user}/recommendations")
+            statuses.append(response.status_code)
+            versions.add(response.json()["model_version"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for target in (retrained, model_dir, retrained):
+            body = client.post("/admin/reload", json={"model_dir": str(target)}).json()
+            assert body["model_version"] != body["previous_version"]
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    new = service.current.version
+    assert new.startswith("sim-sasrec-v2-") and new != old
+    assert statuses and set(statuses) == {200}
+    assert versions <= {old, new}
+
+    broken = client.post("/admin/reload", json={"model_dir": str(tmp_path / "missing")})
+    assert broken.status_code == 422 and "model directory not found" in broken.json()["detail"]
+    assert client.get("/health").json() == {"status": "ok", "model_version": new}
+    assert f'evorec_model_info{{version="{new}"}} 1.0' in client.get("/metrics").text
+
+
+def test_metrics_count_requests_and_ingested_events(service: Service, client: TestClient) -> None:
+    user = service.current.dataset.user_ids[0]
+    recommended(client, user)
+    recommended(client, user)
+    client.get("/users/ghost/recommendations")
+    client.post("/events", json=[{"user_id": "m", "item_id": "x"}] * 3)
+    text = client.get("/metrics").text
+    route = 'route="/users/{user_id}/recommendations"'
+    assert f'evorec_http_requests_total{{method="GET",{route},status="200"}} 2.0' in text
+    assert f'evorec_http_requests_total{{method="GET",{route},status="404"}} 1.0' in text
+    assert f'evorec_http_request_duration_seconds_count{{method="GET",{route}}} 3.0' in text
+    assert "evorec_events_ingested_total 3.0" in text
+    assert f'evorec_model_info{{version="{service.current.version}"}} 1.0' in text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/events", "/users/{user_id}/recommendations", "/admin/reload"} <= set(paths)
+
+
+# -- the real server -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model_dir: Path, db: str, port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
+    command += ["--db", db, "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"server exited: {server.stderr.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise AssertionError("server did not answer /health")
+
+
+def test_acknowledged_events_survive_a_killed_server_exactly_once(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'events.db'}"
+    port = free_port()
+    server = start_server(model_dir, db, port)
+    acknowledged: list[tuple[str, str, int]] = []
+    sent = 0
+    killer = threading.Timer(1.5, os.kill, (server.pid, signal.SIGKILL))
+    killer.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            while server.poll() is None or sent == 0:
+                batch = [(f"crash-{sent % 7}", f"item-{sent}-{n}", sent * 10 + n) for n in range(5)]
+                sent += 1
+                body = [{"user_id": u, "item_id": i, "timestamp": t} for u, i, t in batch]
+                try:
+                    response = http.post("/events", json=body)
+                except httpx.TransportError:
+                    break  # the server died with this request in flight
+                assert response.status_code == 201
+                acknowledged += batch
+    finally:
+        killer.cancel()
+        server.kill()
+        server.wait()
+    assert server.returncode == -signal.SIGKILL and len(acknowledged) >= 25
+
+    server = start_server(model_dir, db, port)  # restarts on the same store, no reseeding
+    try:
+        store = EventStore(db)
+        stored = store.events().filter(store.events()["user_id"].str.starts_with("crash-"))
+        keys = list(zip(stored["user_id"], stored["item_id"], stored["timestamp"], strict=True))
+        assert len(keys) == len(set(keys)), "an event was stored twice"
+        assert set(acknowledged) <= set(keys), "an acknowledged event was lost"
+        assert len(keys) <= 5 * sent
+        seeded = store.count() - len(keys)
+        assert seeded == evorec.load_model(model_dir).dataset.n_events
+        store.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_serve_reports_a_bad_model_dir_in_one_line(run, tmp_path: Path) -> None:
+    result = run("serve", "--model-dir", tmp_path / "nothing", "--port", "0")
+    assert result.code == 1
+    assert result.err.startswith("error: ") and "model directory not found" in result.err
+    assert len(result.err.strip().splitlines()) == 1
