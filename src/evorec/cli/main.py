@@ -336,7 +336,7 @@ def serve(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="a trained model directory")],
     db: Annotated[
         str | None,
-        typer.Option(help="event store URL: sqlite:///PATH or postgresql://... (default: embedded)"),
+        typer.Option(help="event store: sqlite:///PATH or postgresql://... (default: embedded)"),
     ] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,

@@ -32,6 +32,7 @@ def serve(
             f"{', API key required for writes' if api_key else ''})",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
     finally:
