@@ -384,17 +384,21 @@ def _as_exclude(exclude: Sequence[np.ndarray], n_queries: int, n_items: int) -> 
     """One sorted, unique int64 array of item indices per query."""
     if len(exclude) != n_queries:
         raise EvorecError(f"exclude has {len(exclude)} rows for {n_queries} queries")
-    rows = []
-    for r, values in enumerate(exclude):
-        row = np.asarray(values)
-        if row.size and not np.issubdtype(row.dtype, np.integer):
+    arrays = [np.asarray(values).ravel() for values in exclude]
+    for r, row in enumerate(arrays):
+        if row.size and row.dtype.kind not in "iu":
             raise EvorecError(f"exclude[{r}]: item indices must be integers, got {row.dtype}")
-        row = np.unique(row.astype(np.int64).ravel())
-        if row.size and (row[0] < 0 or row[-1] >= n_items):
-            bad = row[0] if row[0] < 0 else row[-1]
-            raise UnknownIdError(f"exclude[{r}]: item index {bad} is outside 0..{n_items - 1}")
-        rows.append(row)
-    return rows
+    lengths = np.fromiter((len(row) for row in arrays), dtype=np.int64, count=n_queries)
+    flat = np.concatenate(arrays).astype(np.int64) if n_queries else np.zeros(0, np.int64)
+    bad = (flat < 0) | (flat >= n_items)
+    if bad.any():
+        at = int(np.argmax(bad))
+        r = int(np.searchsorted(np.cumsum(lengths), at, side="right"))
+        raise UnknownIdError(f"exclude[{r}]: item index {flat[at]} is outside 0..{n_items - 1}")
+    # sorted unique (row, item) keys: one vectorised pass instead of a sort per row
+    keys = np.unique(np.repeat(np.arange(n_queries), lengths) * n_items + flat)
+    counts = np.bincount(keys // n_items, minlength=n_queries)
+    return np.split(keys % n_items, np.cumsum(counts)[:-1])
 
 
 def _pairs(exclude: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,160 @@
+"""ANN retrieval at catalogue scale: recall@K and speed of HNSW and IVF against exact search.
+
+The catalogue grows from the item vectors of a SASRec model trained on a real dataset: the
+real items first, then synthetic items drawn as a Gaussian mixture around them (a real item
+plus noise scaled by the per-dimension spread of the real vectors). Queries are the interest
+vectors of real users of that model; with seen-item filtering each query excludes its user's
+history. Exact search (same process, same queries) gives the truth and the speed baseline.
+
+    python benchmarks/ann_recall.py --model-dir runs/ann-beauty-sasrec --items 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import evorec
+from evorec.retrieval import ItemIndex, IVFIndex, build_index
+
+Result = tuple[np.ndarray, np.ndarray]
+
+
+def catalogue(real: np.ndarray, n_items: int, noise: float, seed: int) -> np.ndarray:
+    """``real`` followed by ``n_items - len(real)`` mixture samples around its rows."""
+    rng = np.random.default_rng(seed)
+    extra = n_items - len(real)
+    centres = rng.integers(0, len(real), extra)
+    spread = real.std(0, keepdims=True)
+    synthetic = real[centres] + noise * spread * rng.standard_normal((extra, real.shape[1]))
+    return np.ascontiguousarray(np.concatenate([real, synthetic]), dtype=np.float32)
+
+
+def timed(fn: Callable[[], Result], repeats: int) -> tuple[float, Result]:
+    """Median seconds of ``repeats`` calls of ``fn`` and its last result."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = [
+        len(set(f[f >= 0]) & set(t[t >= 0])) / max(1, (t >= 0).sum())
+        for f, t in zip(found, truth, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def index_megabytes(index: ItemIndex) -> float:
+    """Serialized index size, plus the vector copy an IVF index keeps for exact scoring."""
+    with tempfile.TemporaryDirectory() as tmp:
+        size = index.save(Path(tmp) / "index.faiss").stat().st_size
+    if isinstance(index, IVFIndex):
+        size += index.vectors.nbytes
+    return size / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", required=True, help="a trained evorec model (SASRec)")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--noise", type=float, default=0.5, help="mixture spread (x real std)")
+    parser.add_argument("--isotropic", action="store_true", help="pure Gaussian vectors instead")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--ef-search", default="32,64,128,256")
+    parser.add_argument("--nprobe", default="8,16,32,64")
+    parser.add_argument("--kinds", default="hnsw,ivf")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    model = evorec.load_model(args.model_dir)
+    dataset = model.dataset
+    rng = np.random.default_rng(args.seed)
+    rows = np.sort(rng.choice(dataset.n_users, min(args.queries, dataset.n_users), replace=False))
+    histories = dataset.histories.take(rows)
+    with torch.inference_mode():
+        queries = np.ascontiguousarray(model.encode(histories), dtype=np.float32)
+        real = np.ascontiguousarray(model.item_vectors(), dtype=np.float32)
+    exclude = [histories[r] for r in range(len(histories))]
+    if args.isotropic:
+        items = rng.standard_normal((args.items, real.shape[1])).astype(np.float32)
+        queries = rng.standard_normal(queries.shape).astype(np.float32)
+        source = "isotropic Gaussian items and queries"
+    else:
+        items = catalogue(real, args.items, args.noise, args.seed)
+        source = f"{len(real)} real SASRec items + mixture (noise {args.noise})"
+    print(
+        f"catalogue: {len(items):,} items x {items.shape[1]} ({source}); "
+        f"{len(queries)} user queries, mean history {np.mean([len(e) for e in exclude]):.1f}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+
+    exact = build_index(items, {"kind": "exact"})
+    truth: dict[bool, np.ndarray] = {}
+    base_qps: dict[bool, float] = {}
+    table = []
+    for filtered in (False, True):
+        seconds, (_, truth[filtered]) = timed(
+            lambda f=filtered: exact.search(queries, args.k, exclude if f else None),
+            args.repeats,
+        )
+        base_qps[filtered] = len(queries) / seconds
+        table.append(
+            ("exact", "-", filtered, 1.0, base_qps[filtered], 1.0, 0.0, index_megabytes(exact))
+        )
+
+    settings = {"hnsw": ("ef_search", args.ef_search), "ivf": ("nprobe", args.nprobe)}
+    for kind in args.kinds.split(","):
+        field, values = settings[kind]
+        config = {"kind": kind, "hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction}
+        start = time.perf_counter()
+        index = build_index(items, config)
+        build_s = time.perf_counter() - start
+        megabytes = index_megabytes(index)
+        for value in (int(v) for v in values.split(",")):
+            index.config = index.config.model_copy(update={field: value})
+            for filtered in (False, True):
+                seconds, (_, found) = timed(
+                    lambda f=filtered, i=index: i.search(queries, args.k, exclude if f else None),
+                    args.repeats,
+                )
+                qps = len(queries) / seconds
+                table.append(
+                    (
+                        kind,
+                        f"{field}={value}",
+                        filtered,
+                        recall(found, truth[filtered]),
+                        qps,
+                        qps / base_qps[filtered],
+                        build_s,
+                        megabytes,
+                    )
+                )
+
+    print(f"\nrecall@{args.k} against exact search; q/s median of {args.repeats} runs")
+    print("| index | setting | seen filtered | recall@10 | queries/s | × exact | build s | MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, setting, filtered, rec, qps, ratio, build_s, megabytes in table:
+        print(
+            f"| {kind} | {setting} | {'yes' if filtered else 'no'} | {rec:.4f} | {qps:,.0f} "
+            f"| {ratio:.1f} | {build_s:.0f} | {megabytes:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
