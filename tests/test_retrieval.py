@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evorec.data.load import from_frame
 from evorec.errors import ConfigError, EvorecError, ModelDirError, UnknownIdError
+from evorec.models import SASRec
 from evorec.retrieval import (
     ExactIndex,
     HNSWIndex,
@@ -284,3 +287,34 @@ def test_unreadable_or_mismatched_index_files(items: np.ndarray, tmp_path: Path)
     path = build_index(items, {"kind": "exact"}).save(tmp_path / "exact.faiss")
     with pytest.raises(ModelDirError, match="index kind is exact, the config asks for hnsw"):
         load_index(path, {"kind": "hnsw"})
+
+
+def test_recommend_through_an_index_matches_full_scoring() -> None:
+    rng = np.random.default_rng(7)
+    n_users, n_items = 60, 400
+    users = np.repeat(np.arange(n_users), 12)
+    frame = pl.DataFrame(
+        {
+            "user_id": users,
+            "item_id": rng.integers(0, n_items, len(users)),
+            "timestamp": np.tile(np.arange(12), n_users),
+        }
+    )
+    dataset = from_frame(frame, preprocess_config={"min_user_events": 1, "min_item_events": 1})
+    model = SASRec(epochs=1, dim=16, max_len=10, batch_size=32, device="cpu").fit(dataset)
+    known = dataset.item_ids.to_list()
+    wanted = known[::3]
+    for config in ({"kind": "exact"}, {"kind": "hnsw", "exact_max_allowed": 0}):
+        index = build_index(model.item_vectors(), config)
+        for options in ({}, {"items": wanted}, {"filter_seen": False}):
+            expected = model.recommend(users=range(20), k=15, **options)
+            got = model.recommend(users=range(20), k=15, index=index, **options)
+            assert got.select("user_id", "item_id").equals(expected.select("user_id", "item_id"))
+            np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5)
+        # an empty history ranks by popularity (ties in any order), as without an index
+        expected = model.recommend(histories=[[], known[:3]], k=5, items=wanted)
+        got = model.recommend(histories=[[], known[:3]], k=5, items=wanted, index=index)
+        assert got["score"].to_list() == pytest.approx(expected["score"].to_list(), rel=1e-5)
+        assert set(got["item_id"]) <= set(wanted)
+    with pytest.raises(EvorecError, match="the index holds 10 items, the sasrec model"):
+        model.recommend(users=[0], index=build_index(np.ones((10, 16), np.float32)))

@@ -29,6 +29,7 @@ from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError, EvorecError, ModelDirError
 from evorec.evaluation.evaluator import exclude_seen
+from evorec.retrieval import ItemIndex, exact_search
 
 MODEL_FORMAT = 1
 MANIFEST = "evorec-model.json"
@@ -121,11 +122,14 @@ class Recommender(ABC):
         k: int = 10,
         filter_seen: bool = True,
         items: Iterable[Any] | None = None,
+        index: ItemIndex | None = None,
     ) -> pl.DataFrame:
         """Top-``k`` items for known ``users`` or for raw ``histories`` (original item ids).
 
-        ``items`` restricts the candidates. Returns ``user_id`` (or ``row`` for raw
-        histories), ``item_id``, ``score`` and ``rank`` (1 = best).
+        ``items`` restricts the candidates; ``index`` (``evorec.retrieval.build_index`` of
+        :meth:`item_vectors`) retrieves them instead of scoring every item. Returns
+        ``user_id`` (or ``row`` for raw histories), ``item_id``, ``score`` and ``rank``
+        (1 = best).
         """
         dataset = self._require_fitted()
         if (users is None) == (histories is None):
@@ -140,20 +144,25 @@ class Recommender(ABC):
             raw = [list(h) for h in histories]
             hist = Histories.from_lists([dataset.encode_items(h) for h in raw])
             key = pl.Series("row", range(len(raw)), dtype=pl.Int64)
-        with torch.inference_mode():
-            scores = self.score(hist).float()
-            empty = torch.from_numpy(hist.lengths == 0)
-            if empty.any():
-                popularity = torch.from_numpy(dataset.item_popularity.astype(np.float32))
-                scores[empty] = popularity
-            if items is not None:
-                allowed = torch.zeros(scores.shape[1], dtype=torch.bool)
-                allowed[torch.from_numpy(dataset.encode_items(items))] = True
-                scores[:, ~allowed] = -torch.inf
-            if filter_seen:
-                exclude_seen(scores, hist)
-            top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-        top_scores, top_items = top.values.numpy(), top.indices.numpy()
+        allowed = None
+        if items is not None:
+            allowed = np.zeros(dataset.n_items, dtype=bool)
+            allowed[dataset.encode_items(items)] = True
+        if index is not None:
+            top_scores, top_items = self._retrieve(index, hist, k, filter_seen, allowed)
+        else:
+            with torch.inference_mode():
+                scores = self.score(hist).float()
+                empty = torch.from_numpy(hist.lengths == 0)
+                if empty.any():
+                    popularity = torch.from_numpy(dataset.item_popularity.astype(np.float32))
+                    scores[empty] = popularity
+                if allowed is not None:
+                    scores[:, torch.from_numpy(~allowed)] = -torch.inf
+                if filter_seen:
+                    exclude_seen(scores, hist)
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+            top_scores, top_items = top.values.numpy(), top.indices.numpy()
         keep = np.isfinite(top_scores)
         counts = keep.sum(1)
         return pl.DataFrame(
@@ -166,6 +175,35 @@ class Recommender(ABC):
                 else np.zeros(0, np.int64),
             }
         )
+
+    def _retrieve(
+        self,
+        index: ItemIndex,
+        hist: Histories,
+        k: int,
+        filter_seen: bool,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` scores and items through ``index``; empty histories by popularity."""
+        dataset = self._require_fitted()
+        if index.n_items != dataset.n_items:
+            raise EvorecError(
+                f"the index holds {index.n_items} items, the {self.name} model {dataset.n_items}"
+            )
+        scores = np.full((len(hist), k), -np.inf, dtype=np.float32)
+        items = np.full((len(hist), k), -1, dtype=np.int64)
+        empty = hist.lengths == 0
+        rows = np.flatnonzero(~empty)
+        if len(rows):
+            with torch.inference_mode():
+                queries = self.encode(hist.take(rows))
+            exclude = [hist[r] for r in rows] if filter_seen else None
+            scores[rows], items[rows] = index.search(queries, k, exclude, allowed)
+        if empty.any():
+            popularity = dataset.item_popularity.astype(np.float32)[:, None]
+            ones = np.ones((int(empty.sum()), 1), dtype=np.float32)
+            scores[empty], items[empty] = exact_search(popularity, ones, k, None, allowed)
+        return scores, items
 
     def _require_fitted(self) -> Dataset:
         if self.dataset is None:
