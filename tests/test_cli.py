@@ -300,8 +300,9 @@ def test_bench_json_and_markdown(events_csv: Path, work: Path) -> None:
     assert entry["models"]["sasrec"]["best_epoch"] == 1
     assert entry["models"]["sasrec"]["config"]["dim"] == 16
     table = out.with_suffix(".md").read_text()
-    assert table.startswith("| dataset | model | HR@10 | NDCG@10 | MRR@10")
-    assert "| events | pop |" in table and "| events | sasrec |" in table
+    assert table.startswith("| dataset | seen | model | HR@10 | NDCG@10 | MRR@10")
+    seen = "filtered" if entry["filter_seen"] else "kept"
+    assert f"| events | {seen} | pop |" in table and f"| events | {seen} | sasrec |" in table
 
 
 @pytest.mark.slow

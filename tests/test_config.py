@@ -36,7 +36,7 @@ def test_defaults():
     assert cfg.model_name == "sasrec"
     assert cfg.data.split.method == "leave-one-out"
     assert cfg.data.preprocess.min_user_events == 5
-    assert cfg.evaluation.filter_seen is True
+    assert cfg.evaluation.filter_seen is None  # as the split says
 
 
 def test_file_and_overrides(config_file):

@@ -168,6 +168,11 @@ def test_filter_seen_changes_ranks():
     assert on.metrics["HR@1"] == 1 and off.metrics["HR@1"] == 0.5
     assert on.filter_seen and not off.filter_seen
     assert on.users == off.users == 2
+    # by default the eval set's protocol decides
+    assert evaluate(model, data, ks=(1, 3)).per_user["HR@1"].tolist() == [1, 1]
+    data.filter_seen = False
+    by_protocol = evaluate(model, data, ks=(1, 3))
+    assert not by_protocol.filter_seen and by_protocol.per_user["HR@1"].tolist() == [0, 1]
 
 
 def test_seen_target_cannot_be_hit_when_filtered():

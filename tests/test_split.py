@@ -173,3 +173,24 @@ def test_eval_set_subset():
     h, t = test.histories.to_lists(), test.targets.to_lists()
     assert sub.histories.to_lists() == [h[2], h[0]]
     assert sub.targets.to_lists() == [t[2], t[0]]
+
+
+def events_dataset(items: list[int]) -> Dataset:
+    """Two users with three events each, at times 1, 2, 3."""
+    frame = pl.DataFrame(
+        {"user_id": [0, 0, 0, 1, 1, 1], "item_id": items, "timestamp": [1, 2, 3] * 2}
+    )
+    return preprocess(RawData(canonical_events(frame)), LOOSE)
+
+
+@pytest.mark.parametrize(
+    ("items", "repeats"), [([1, 2, 3, 1, 2, 3], False), ([1, 2, 1, 1, 2, 3], True)]
+)
+def test_seen_items_are_filtered_unless_users_repeat_items(items, repeats):
+    ds = events_dataset(items)
+    assert ds.has_repeats is repeats
+    loo, temporal = leave_one_out(ds), temporal_split(ds, valid_time=2, test_time=3)
+    assert loo.valid.filter_seen is loo.test.filter_seen is (not repeats)
+    assert loo.protocol["filter_seen"] is (not repeats)
+    assert temporal.test.filter_seen is temporal.valid.filter_seen is (not repeats)
+    assert loo.test.subset(np.array([0])).filter_seen is (not repeats)

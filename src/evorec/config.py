@@ -38,7 +38,11 @@ class DataConfig(BaseModel):
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    filter_seen: bool = Field(True, description="remove history items from the ranking")
+    filter_seen: bool | None = Field(
+        None,
+        description="remove history items from the ranking; default: unless users of the "
+        "dataset take items again (repeat consumption)",
+    )
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
 
 

@@ -77,7 +77,8 @@ def run_bench(
         "protocol": {
             "split": "leave-one-out (last event test, second-to-last validation)",
             "ranking": "full ranking over all items, no sampled negatives",
-            "filter_seen": True,
+            "filter_seen": "history items removed from the ranking unless the dataset has "
+            "repeat consumption",
             "early_stopping": "validation NDCG@10",
         },
         "datasets": [],
@@ -90,6 +91,7 @@ def run_bench(
             "name": Path(path).stem,
             "path": str(path),
             "stats": dataset.stats(),
+            "filter_seen": split.test.filter_seen,
             "models": {},
         }
         results["datasets"].append(entry)
@@ -151,6 +153,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     the same dataset in the same process (the baseline)."""
     header = [
         "dataset",
+        "seen",
         "model",
         *TABLE_METRICS,
         "NDCG@10 ×",
@@ -170,6 +173,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             ratio = row["NDCG@10"] / baseline if baseline else None
             cells = [
                 entry["name"],
+                "filtered" if entry.get("filter_seen", True) else "kept",
                 name,
                 *(_cell(row.get(m)) for m in TABLE_METRICS),
                 _cell(ratio, 2),

@@ -319,6 +319,36 @@ def bench(
 
 
 @app.command()
+def sweep(
+    data: Annotated[str, typer.Option("--data", help="dataset path")],
+    model: Annotated[str, typer.Option("--model", help="sequence model to scale")],
+    sizes: Annotated[
+        list[str],
+        typer.Option("--size", help="one size as key=value pairs, e.g. 'dim=64,layers=2' (repeat)"),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="results JSON (.md table and .png beside)")],
+    fmt: Annotated[str, typer.Option("--format", help="input format")] = "auto",
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="override for every size: key=value")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train one model at several sizes: test NDCG@10 against parameters and training FLOPs."""
+    from evorec.benchmarking.scaling import parse_size, plot_sweep, run_sweep, sweep_table
+
+    parsed = [parse_size(s) for s in sizes]
+    _check_bench_overrides([*(sets or []), *(f"{k}=0" for p in parsed for k in p)], [model])
+    results = run_sweep(
+        data, model, parsed, fmt=fmt, overrides=sets or [], progress=not quiet, console=console
+    )
+    write_atomic_text(out, json.dumps(results, indent=2))
+    write_atomic_text(out.with_suffix(".md"), sweep_table(results))
+    plot_sweep(results, out.with_suffix(".png"))
+    console.print(sweep_table(results))
+    console.print(f"results written to {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="working directory")] = Path("runs/demo"),
     epochs: Annotated[int, typer.Option(help="training epochs for the neural models")] = 30,

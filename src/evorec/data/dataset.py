@@ -81,6 +81,12 @@ class Dataset:
         return np.bincount(self.events[ITEM_IDX].to_numpy(), minlength=self.n_items)
 
     def with_events(self, events: pl.DataFrame) -> Dataset:
+    @cached_property
+    def has_repeats(self) -> bool:
+        """Whether some user takes the same item more than once (repeat consumption)."""
+        pairs = self.events.select(USER_IDX, ITEM_IDX)
+        return pairs.height > 0 and pairs.is_duplicated().any()
+
         """The same id space and side tables over another set of events."""
         return Dataset(
             events,

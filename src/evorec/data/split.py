@@ -15,17 +15,23 @@ from evorec.errors import DataError
 
 @dataclass
 class EvalSet:
-    """Users to evaluate, the history each one has, and the items each one goes on to take."""
+    """Users to evaluate, the history each one has, and the items each one goes on to take.
+
+    ``filter_seen``: the protocol's default for removing history items from the ranking,
+    true unless users of the dataset take the same item again (repeat consumption)."""
 
     users: np.ndarray
     histories: Histories
     targets: Histories
+    filter_seen: bool = True
 
     def __len__(self) -> int:
         return len(self.users)
 
     def subset(self, rows: np.ndarray) -> EvalSet:
-        return EvalSet(self.users[rows], self.histories.take(rows), self.targets.take(rows))
+        return EvalSet(
+            self.users[rows], self.histories.take(rows), self.targets.take(rows), self.filter_seen
+        )
 
 
 @dataclass
@@ -57,8 +63,11 @@ def leave_one_out(dataset: Dataset) -> Split:
     if len(users) == 0:
         raise DataError("leave-one-out needs users with at least 3 events", path=dataset.name)
     eligible = hist.take(users)
-    valid = EvalSet(users, eligible.slice_each(0, -2), eligible.slice_each(-2, -1))
-    test = EvalSet(users, eligible.slice_each(0, -1), eligible.slice_each(-1, eligible.lengths))
+    filter_seen = not dataset.has_repeats
+    valid = EvalSet(users, eligible.slice_each(0, -2), eligible.slice_each(-2, -1), filter_seen)
+    test = EvalSet(
+        users, eligible.slice_each(0, -1), eligible.slice_each(-1, eligible.lengths), filter_seen
+    )
     position = np.arange(len(hist.items)) - np.repeat(hist.offsets[:-1], lengths)
     user_length = np.repeat(lengths, lengths)
     keep = (user_length < 3) | (position < user_length - 2)
@@ -67,6 +76,7 @@ def leave_one_out(dataset: Dataset) -> Split:
         "valid": "second-to-last event",
         "test": "last event",
         "eval_users": int(len(users)),
+        "filter_seen": filter_seen,
     }
     return Split(dataset, _train_events(dataset, keep), valid, test, protocol)
 
@@ -100,7 +110,10 @@ def temporal_split(
         users = np.flatnonzero((n_before > 0) & (n_after > 0))
         chosen, cut = hist.take(users), n_before[users]
         return EvalSet(
-            users, chosen.slice_each(0, cut), chosen.slice_each(cut, cut + n_after[users])
+            users,
+            chosen.slice_each(0, cut),
+            chosen.slice_each(cut, cut + n_after[users]),
+            not dataset.has_repeats,
         )
 
     valid, test = eval_set(t_valid, t_test), eval_set(t_test, None)
@@ -114,5 +127,6 @@ def temporal_split(
         "valid_time": t_valid,
         "test_time": t_test,
         "eval_users": int(len(test)),
+        "filter_seen": test.filter_seen,
     }
     return Split(dataset, _train_events(dataset, keep), valid, test, protocol)

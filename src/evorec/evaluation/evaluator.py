@@ -81,15 +81,18 @@ def evaluate(
     data: EvalSet,
     *,
     ks: tuple[int, ...] = DEFAULT_KS,
-    filter_seen: bool = True,
+    filter_seen: bool | None = None,
     coverage_k: int = 10,
 ) -> EvalResult:
     """Rank the full catalogue for every user of ``data`` and average the metrics.
 
     With ``filter_seen`` the items in a user's history are removed from the ranking (a target
-    the user has already seen can then not be hit). Catalogue coverage@``coverage_k`` is the
+    the user has already seen can then not be hit); by default as ``data`` says (filtered
+    unless the dataset has repeat consumption). Catalogue coverage@``coverage_k`` is the
     share of items that appear in at least one user's top list.
     """
+    if filter_seen is None:
+        filter_seen = data.filter_seen
     n_items = model.n_items
     chunk = max(1, SCORE_BUDGET // max(n_items, 1))
     all_ranks: list[np.ndarray] = []

@@ -51,6 +51,9 @@ class SequentialConfig(ModelConfig):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     amp: bool = Field(False, description="train under bf16 autocast (CUDA with bf16 support only)")
     accumulate: int = Field(1, ge=1, description="batches whose gradients make one step")
+    compile: bool = Field(
+        False, description="train through torch.compile (dynamic shapes); see docs/benchmarks.md"
+    )
 
 
 @dataclass(frozen=True)

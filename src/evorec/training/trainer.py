@@ -71,6 +71,10 @@ class SequenceTrainer:
             self.network.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
         self.amp = self.config.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # batches vary in length and size: one dynamic-shape graph instead of one per shape
+        self.forward = (
+            torch.compile(self.network, dynamic=True) if self.config.compile else self.network
+        )
 
     # -- batches --------------------------------------------------------------------------
 
@@ -90,7 +94,7 @@ class SequenceTrainer:
         )
         inputs, features, targets = self.model.training_example(items, features, self.generator)
         mask = targets > 0
-        hidden = self.network(inputs, features)[mask]
+        hidden = self.forward(inputs, features)[mask]
         target = targets[mask] - 1
         weight = self.network.item_weights()
         if self.config.loss == "softmax":
@@ -197,6 +201,7 @@ class SequenceTrainer:
                     "loss": total / max(positions, 1),
                     "epoch_seconds": epoch_seconds,
                     "train_seconds": train_seconds,
+                    "positions": positions,
                     "sequences_per_second": len(self.sequences) / epoch_seconds,
                 }
                 if self.valid is not None:
@@ -238,5 +243,6 @@ class SequenceTrainer:
             "seconds_per_epoch": float(np.median([h["epoch_seconds"] for h in history])),
             "sequences_per_second": float(np.median([h["sequences_per_second"] for h in history])),
             "train_sequences": len(self.sequences),
+            "positions_per_epoch": float(np.median([h.get("positions", 0) for h in history])),
             "history": history,
         }
