@@ -103,19 +103,37 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}"
     )
 
+    print(f"\nrecall@{args.k} against exact search; queries/s: median of {args.repeats} runs")
+    print(
+        f"| index | setting | seen filtered | recall@{args.k} | queries/s | × exact "
+        "| build s | MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+
+    def row(
+        kind: str,
+        setting: str,
+        filtered: bool,
+        rec: float,
+        qps: float,
+        build: float,
+        megabytes: float,
+    ) -> None:
+        print(
+            f"| {kind} | {setting} | {'yes' if filtered else 'no'} | {rec:.4f} | {qps:,.0f} "
+            f"| {qps / base_qps[filtered]:.1f} | {build:.0f} | {megabytes:,.0f} |"
+        )
+
     exact = build_index(items, {"kind": "exact"})
     truth: dict[bool, np.ndarray] = {}
     base_qps: dict[bool, float] = {}
-    table = []
     for filtered in (False, True):
         seconds, (_, truth[filtered]) = timed(
             lambda f=filtered: exact.search(queries, args.k, exclude if f else None),
             args.repeats,
         )
         base_qps[filtered] = len(queries) / seconds
-        table.append(
-            ("exact", "-", filtered, 1.0, base_qps[filtered], 1.0, 0.0, index_megabytes(exact))
-        )
+        row("exact", "-", filtered, 1.0, base_qps[filtered], 0.0, index_megabytes(exact))
 
     settings = {"hnsw": ("ef_search", args.ef_search), "ivf": ("nprobe", args.nprobe)}
     for kind in args.kinds.split(","):
@@ -132,28 +150,16 @@ def main() -> None:
                     lambda f=filtered, i=index: i.search(queries, args.k, exclude if f else None),
                     args.repeats,
                 )
-                qps = len(queries) / seconds
-                table.append(
-                    (
-                        kind,
-                        f"{field}={value}",
-                        filtered,
-                        recall(found, truth[filtered]),
-                        qps,
-                        qps / base_qps[filtered],
-                        build_s,
-                        megabytes,
-                    )
+                rec = recall(found, truth[filtered])
+                row(
+                    kind,
+                    f"{field}={value}",
+                    filtered,
+                    rec,
+                    len(queries) / seconds,
+                    build_s,
+                    megabytes,
                 )
-
-    print(f"\nrecall@{args.k} against exact search; q/s median of {args.repeats} runs")
-    print("| index | setting | seen filtered | recall@10 | queries/s | × exact | build s | MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for kind, setting, filtered, rec, qps, ratio, build_s, megabytes in table:
-        print(
-            f"| {kind} | {setting} | {'yes' if filtered else 'no'} | {rec:.4f} | {qps:,.0f} "
-            f"| {ratio:.1f} | {build_s:.0f} | {megabytes:,.0f} |"
-        )
 
 
 if __name__ == "__main__":
