@@ -44,7 +44,7 @@ class BERT4RecNetwork(AttentionNetwork):
         return self.head(self.attend(self.embed(items), [keys] * len(self.blocks)))
 
     def item_weights(self) -> torch.Tensor:
-        return self.item_embedding.weight[1:-1]
+        return self.item_table()[1:-1]
 
 
 class BERT4Rec(SequentialRecommender):

@@ -49,7 +49,7 @@ class CaserNetwork(SequenceNetwork):
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         batch, length = items.shape
         # [batch, dim, window - 1 + length]: the window ending at t covers columns t..t+L-1
-        x = F.pad(self.item_embedding(items).transpose(1, 2), (self.window - 1, 0))
+        x = F.pad(self.embed_items(items).transpose(1, 2), (self.window - 1, 0))
         dim = x.shape[1]
         pooled = [
             # max over the L - h + 1 height-h spans inside each window

@@ -31,7 +31,7 @@ class RecurrentNetwork(SequenceNetwork):
 
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         # Right padding: a forward recurrence never carries padding into real positions.
-        hidden, _ = self.rnn(self.drop(self.item_embedding(items)))
+        hidden, _ = self.rnn(self.drop(self.embed_items(items)))
         return self.project(self.drop(hidden))
 
 

@@ -89,7 +89,7 @@ class HSTUNetwork(SequenceNetwork):
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         features = features or EventFeatures()
         positions = torch.arange(items.shape[1], device=items.device)
-        x = self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        x = self.embed_items(items) * self.scale + self.position_embedding(positions)
         if features.behaviors is not None:
             x = x + self.behavior_embedding(features.behaviors)
         x = self.drop(x)

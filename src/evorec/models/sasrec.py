@@ -90,7 +90,7 @@ class AttentionNetwork(SequenceNetwork):
     def embed(self, items: torch.Tensor) -> torch.Tensor:
         """Scaled item embeddings plus position embeddings."""
         positions = torch.arange(items.shape[1], device=items.device)
-        return self.item_embedding(items) * self.scale + self.position_embedding(positions)
+        return self.embed_items(items) * self.scale + self.position_embedding(positions)
 
     def attend(
         self, x: torch.Tensor, masks: Sequence[torch.Tensor | None] | None = None

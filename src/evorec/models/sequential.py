@@ -18,12 +18,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
+from evorec.features import (
+    DEFAULT_TEXT_MODEL,
+    Fusion,
+    ItemEncoder,
+    ItemFeatures,
+    build_item_features,
+)
 from evorec.models.base import ModelConfig, Recommender
 
 ENCODE_BATCH = 1024
@@ -37,6 +45,14 @@ class SequentialConfig(ModelConfig):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    item_features: list[Literal["id", "attributes", "numeric", "text"]] = Field(
+        ["id"], min_length=1, description="parts of each item vector (see evorec.features)"
+    )
+    fusion: Fusion = Field("sum", description="how item parts combine: sum, concat, gated")
+    text_model: str = Field(DEFAULT_TEXT_MODEL, description="sentence model for item text")
+    id_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of items trained without their id part (cold start)"
+    )
     loss: Literal["softmax", "sampled_softmax"] = Field(
         "softmax", description="full softmax over the catalogue, or sampled with logQ correction"
     )
@@ -90,7 +106,8 @@ def interval_buckets(delta: torch.Tensor, n_buckets: int) -> torch.Tensor:
 
 
 class SequenceNetwork(nn.Module):
-    """A network over item sequences with a tied item embedding table."""
+    """A network over item sequences with a tied item embedding table; with an
+    ``item_encoder`` the table's item rows are fused with the items' content."""
 
     item_embedding: nn.Embedding
 
@@ -100,9 +117,20 @@ class SequenceNetwork(nn.Module):
 
         Causal networks: position ``t`` may only depend on positions ``<= t``."""
 
+    def item_table(self) -> torch.Tensor:
+        """The item table (row 0 = padding), computed anew each call so that training
+        reaches the content encoders."""
+        encoder = getattr(self, "item_encoder", None)
+        weight = self.item_embedding.weight
+        return weight if encoder is None else encoder(weight)
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows of :meth:`item_table` for padded item ids."""
+        return F.embedding(items, self.item_table(), padding_idx=0)
+
     def item_weights(self) -> torch.Tensor:
-        """The item vectors ``v``, ``[n_items, dim]``: the embedding rows of real items."""
-        return self.item_embedding.weight[1:]
+        """The item vectors ``v``, ``[n_items, dim]``: the table rows of real items."""
+        return self.item_table()[1:]
 
 
 class SequentialRecommender(Recommender):
@@ -114,6 +142,7 @@ class SequentialRecommender(Recommender):
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.network: SequenceNetwork | None = None
+        self.features: ItemFeatures | None = None
         self.checkpoint_path = None
         self.resume = False
 
@@ -169,7 +198,15 @@ class SequentialRecommender(Recommender):
         from evorec.training.trainer import SequenceTrainer
 
         self.dataset = train
-        self.network = self.build_network(train.n_items).to(self.device)
+        kinds = self.config.item_features
+        self.features = (
+            None
+            if kinds == ["id"]
+            else build_item_features(
+                train, kinds, text_model=self.config.text_model, progress=progress
+            )
+        )
+        self.network = self._build(train.n_items)
         trainer = SequenceTrainer(
             self,
             train,
@@ -179,6 +216,19 @@ class SequentialRecommender(Recommender):
             resume=self.resume,
         )
         self.fit_info = trainer.run()
+
+    def _build(self, n_items: int) -> SequenceNetwork:
+        """:meth:`build_network`, with the item encoder when the model uses content."""
+        network = self.build_network(n_items)
+        if self.features is not None:
+            network.item_encoder = ItemEncoder(
+                self.features,
+                self.config.item_features,
+                self.config.dim,
+                self.config.fusion,
+                self.config.id_dropout,
+            )
+        return network.to(self.device)
 
     def _network(self) -> SequenceNetwork:
         if self.network is None:
@@ -209,12 +259,17 @@ class SequentialRecommender(Recommender):
 
     def _state(self) -> dict[str, Any]:
         network = self._network()
-        return {
+        state = {
             "n_items": len(network.item_weights()),
             "network": {k: v.cpu() for k, v in network.state_dict().items()},
         }
+        if self.features is not None:
+            state["features"] = self.features.state()
+        return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.network = self.build_network(int(state["n_items"])).to(self.device)
+        if "features" in state:
+            self.features = ItemFeatures.from_state(state["features"])
+        self.network = self._build(int(state["n_items"]))
         self.network.load_state_dict(state["network"])
         self.network.eval()

@@ -1,0 +1,173 @@
+"""Item content by internal item index, read from a dataset's item table.
+
+Which columns feed which encoder, by type: list columns (S3-Rec ``attributes``, MovieLens
+``genres``) and other string or integer columns (Taobao ``category``) are categorical
+attributes, multi-valued where a list; float columns are numeric attributes (z-scored);
+``text`` (UniSRec) or else ``title`` (MovieLens) is the item text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from evorec.data.dataset import ITEM_IDX, Dataset
+from evorec.errors import ConfigError
+from evorec.features.text import TextEmbedder
+
+FEATURE_KINDS = ("id", "attributes", "numeric", "text")
+TEXT_COLUMNS = ("text", "title")
+ID_COLUMNS = ("item_id", ITEM_IDX)
+
+
+@dataclass
+class ItemFeatures:
+    """Content of each of ``n_items`` items, row = internal item index.
+
+    ``trained``: the item has training events (items without keep no id embedding);
+    attributes in CSR form: item ``i`` has tokens ``attribute_values[attribute_offsets[i]:
+    attribute_offsets[i + 1]]`` out of ``n_attributes``; ``numeric``: z-scored float
+    columns, missing = 0; ``text``: L2-normalised text embeddings, zero rows without text.
+    """
+
+    trained: np.ndarray
+    attribute_offsets: np.ndarray | None = None
+    attribute_values: np.ndarray | None = None
+    n_attributes: int = 0
+    numeric: np.ndarray | None = None
+    text: np.ndarray | None = None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.trained)
+
+    def state(self) -> dict[str, Any]:
+        """Arrays and sizes to save with a model (see :meth:`from_state`)."""
+        arrays = {
+            "trained": self.trained,
+            "attribute_offsets": self.attribute_offsets,
+            "attribute_values": self.attribute_values,
+            "numeric": self.numeric,
+            "text": self.text,
+        }
+        return {k: v for k, v in arrays.items() if v is not None} | {
+            "n_attributes": self.n_attributes
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ItemFeatures:
+        def array(key: str) -> np.ndarray | None:
+            value = state.get(key)
+            return value.numpy() if isinstance(value, torch.Tensor) else value
+
+        return cls(
+            trained=array("trained"),
+            attribute_offsets=array("attribute_offsets"),
+            attribute_values=array("attribute_values"),
+            n_attributes=int(state["n_attributes"]),
+            numeric=array("numeric"),
+            text=array("text"),
+        )
+
+
+def item_columns(dataset: Dataset) -> dict[str, list[str]]:
+    """The item-table columns behind each content kind (see the module docstring)."""
+    out: dict[str, list[str]] = {"attributes": [], "numeric": [], "text": []}
+    if dataset.items is None:
+        return out
+    schema = dataset.items.schema
+    text = [c for c in TEXT_COLUMNS if c in schema][:1]
+    out["text"] = text
+    for column, dtype in schema.items():
+        if column in ID_COLUMNS or column in text:
+            continue
+        if dtype.is_float():
+            out["numeric"].append(column)
+        elif isinstance(dtype, pl.List) or dtype == pl.String or dtype.is_integer():
+            out["attributes"].append(column)
+    return out
+
+
+def build_item_features(
+    dataset: Dataset,
+    kinds: list[str],
+    *,
+    text_model: str,
+    progress: bool = False,
+) -> ItemFeatures:
+    """The content ``kinds`` of every item of ``dataset``; ``trained`` from its events."""
+    columns = item_columns(dataset)
+    for kind in kinds:
+        if kind != "id" and not columns[kind]:
+            raise ConfigError(
+                f"item_features: '{kind}' needs an item table with "
+                f"{'a text or title column' if kind == 'text' else kind + ' columns'}, "
+                f"dataset '{dataset.name}' has none"
+            )
+    n = dataset.n_items
+    features = ItemFeatures(trained=dataset.item_popularity > 0)
+    items = dataset.items
+    if "attributes" in kinds:
+        offsets, values, vocab = attribute_tokens(items, columns["attributes"], n)
+        features.attribute_offsets, features.attribute_values = offsets, values
+        features.n_attributes = vocab
+    if "numeric" in kinds:
+        features.numeric = numeric_matrix(items, columns["numeric"], n)
+    if "text" in kinds:
+        features.text = text_matrix(items, columns["text"][0], n, text_model, progress)
+    return features
+
+
+def attribute_tokens(
+    items: pl.DataFrame, columns: list[str], n_items: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """CSR offsets and token ids of each item's distinct ``column=value`` tokens, and the
+    vocabulary size; tokens are numbered in sorted order, so the same table gives the same
+    ids."""
+    frames = []
+    for column in columns:
+        part = items.select(ITEM_IDX, pl.col(column))
+        if isinstance(items.schema[column], pl.List):
+            part = part.explode(column)
+        frames.append(
+            part.drop_nulls(column).select(
+                ITEM_IDX, token=pl.lit(f"{column}=") + pl.col(column).cast(pl.String)
+            )
+        )
+    tokens = pl.concat(frames).unique(maintain_order=True)
+    vocab = tokens["token"].unique().sort()
+    codes = pl.DataFrame({"token": vocab, "code": np.arange(len(vocab), dtype=np.int64)})
+    tokens = tokens.join(codes, on="token").sort(ITEM_IDX, "code")
+    offsets = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(tokens[ITEM_IDX].to_numpy(), minlength=n_items), out=offsets[1:])
+    return offsets, tokens["code"].to_numpy().astype(np.int64), len(vocab)
+
+
+def numeric_matrix(items: pl.DataFrame, columns: list[str], n_items: int) -> np.ndarray:
+    """``[n_items, len(columns)]``: each column z-scored over the items that have it,
+    missing values (and items absent from the table) 0, the column mean."""
+    out = np.zeros((n_items, len(columns)), dtype=np.float32)
+    rows = items[ITEM_IDX].to_numpy()
+    for j, column in enumerate(columns):
+        values = items[column].cast(pl.Float64).fill_nan(None)
+        mean, std = values.mean(), values.std()
+        scaled = (values - mean) / (std if std else 1.0)
+        out[rows, j] = scaled.fill_null(0.0).to_numpy()
+    return out
+
+
+def text_matrix(
+    items: pl.DataFrame, column: str, n_items: int, model: str, progress: bool
+) -> np.ndarray:
+    """``[n_items, model dim]`` text embeddings; items without text get zero rows."""
+    present = items.select(ITEM_IDX, pl.col(column).str.strip_chars()).filter(
+        pl.col(column).str.len_chars() > 0
+    )
+    vectors = TextEmbedder(model).embed(present[column].to_list(), progress=progress)
+    out = np.zeros((n_items, vectors.shape[1]), dtype=np.float32)
+    out[present[ITEM_IDX].to_numpy()] = vectors
+    return out
