@@ -374,11 +374,83 @@ def serve(
         str | None,
         typer.Option(envvar="EVOREC_API_KEY", help="X-API-Key required by write/admin calls"),
     ] = None,
+    watch: Annotated[
+        bool, typer.Option(help="poll --model-dir (or the link it is) and swap in new versions")
+    ] = False,
+    watch_interval: Annotated[
+        float, typer.Option(min=0.1, help="seconds between polls with --watch")
+    ] = 2.0,
 ) -> None:
     """Serve recommendations over HTTP from users' stored, live-updated histories."""
     from evorec.serving.server import serve as run_server
 
-    run_server(model_dir, db=db, host=host, port=port, api_key=api_key, console=console)
+    run_server(
+        model_dir,
+        db=db,
+        host=host,
+        port=port,
+        api_key=api_key,
+        console=console,
+        watch=watch_interval if watch else None,
+    )
+
+
+@app.command()
+def update(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="the current model directory")],
+    out: Annotated[Path, typer.Option("--out", help="directory to write the new version to")],
+    db: Annotated[
+        str | None,
+        typer.Option(help="event store: sqlite:///PATH or postgresql://... (default: embedded)"),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="fine-tuning epochs")] = 10,
+    lr: Annotated[float | None, typer.Option(help="learning rate (default: the model's)")] = None,
+    replay: Annotated[
+        float, typer.Option(min=0, help="users without new events replayed per updated user")
+    ] = 1.0,
+    link: Annotated[
+        Path | None, typer.Option(help="then point this link at --out (for serve --watch)")
+    ] = None,
+    reject_worse: Annotated[
+        bool, typer.Option(help="write nothing when the hold-out NDCG@10 drops")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Fine-tune a sequence model on the store's events after its cut-off; new version."""
+    from evorec.store import EventStore
+    from evorec.training.incremental import point, update_config
+    from evorec.training.incremental import update as run_update
+
+    config = update_config({"epochs": epochs, "lr": lr, "replay": replay})
+    store = EventStore(db)
+    try:
+        result = run_update(
+            model_dir, store, out, config, progress=not quiet, reject_worse=reject_worse
+        )
+    finally:
+        store.close()
+    if link is not None:
+        point(link, out)
+    counts = result.counts
+    console.print(
+        f"{counts['new_events']:,} new events: {counts['updated_users']:,} users updated "
+        f"({counts['new_users']:,} new), {counts['new_items']:,} new items, "
+        f"{counts['replay_users']:,} users replayed"
+    )
+    table = Table(title=f"hold-out: last event of {counts['holdout_users']:,} updated users")
+    table.add_column("model")
+    names = list(result.new)
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_row(f"old {result.parent_version}", *(f"{result.old[n]:.4f}" for n in names))
+    table.add_row("updated", *(f"{result.new[n]:.4f}" for n in names))
+    console.print(table)
+    cutoff = result.cutoff
+    console.print(
+        f"saved to [bold]{out}[/bold] (cut-off: event id {cutoff.event_id}, time "
+        f"{cutoff.timestamp}){f'; {link} -> {out}' if link else ''}",
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -19,6 +19,7 @@ from evorec.evaluation.evaluator import EvalResult, evaluate
 from evorec.models import get_model_class
 from evorec.models.base import Recommender, read_manifest
 from evorec.models.sequential import SequentialRecommender
+from evorec.training.incremental import dataset_cutoff
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -97,6 +98,7 @@ def train(
                 "run_config": effective.model_dump(mode="json"),
                 "protocol": split.protocol,
                 "test": result.to_dict(),
+                "cutoff": dataset_cutoff(split.full).to_dict(),
             },
             files={
                 "run.yaml": yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False),

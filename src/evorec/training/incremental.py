@@ -1,0 +1,378 @@
+"""Incremental training: a sequence model warm-started on the events stored since its cut-off.
+
+The cut-off (``cutoff`` in the manifest) is the newest event time the model has seen and,
+once a model has been updated from an event store, the store's event id cursor: the next
+update reads only events after it. Training from files records the dataset's newest time;
+older manifests fall back to it.
+
+An update extends the id mappings with new users and items, grows the item table (new rows
+start at the mean item row plus a little noise; old rows are kept), holds out each updated
+user's last event, fine-tunes for a few epochs on the updated users' whole histories plus a
+replay sample of other users (against forgetting), and evaluates the old and the updated
+model on the same hold-out before the new version is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
+from evorec.data.histories import Histories
+from evorec.data.schema import BEHAVIOR, ITEM, LINE, TIME, USER, VALUE
+from evorec.data.split import EvalSet
+from evorec.errors import ConfigError, EvorecError, ModelDirError
+from evorec.evaluation.evaluator import evaluate
+from evorec.models.base import Recommender, read_manifest
+from evorec.models.sequential import SequenceNetwork, SequentialRecommender
+
+if TYPE_CHECKING:
+    from evorec.store import EventStore
+
+KS = (10,)
+RANK_METRICS = ("HR", "NDCG", "MRR")
+
+
+class UpdateConfig(BaseModel):
+    """Settings of one incremental update."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, description="fine-tuning epochs")
+    lr: float | None = Field(None, gt=0, description="learning rate (default: the model's)")
+    replay: float = Field(1.0, ge=0, description="other users replayed per updated user")
+    noise: float = Field(0.1, ge=0, description="spread of new item rows, x the rows' std")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """The newest event a model was trained on: its time and, from a store, its event id."""
+
+    timestamp: int
+    event_id: int | None = None
+    store: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"timestamp": self.timestamp, "event_id": self.event_id, "store": self.store}
+
+
+@dataclass
+class UpdateResult:
+    model: SequentialRecommender
+    parent_version: str
+    cutoff: Cutoff
+    counts: dict[str, int]
+    old: dict[str, float]
+    new: dict[str, float]
+    fit_info: dict[str, Any]
+
+
+def dataset_cutoff(dataset: Dataset) -> Cutoff:
+    """The cut-off of a model trained on ``dataset`` from files: its newest event time."""
+    times = dataset.events[TIME]
+    return Cutoff(int(times.max()) if times.len() else 0)
+
+
+def read_cutoff(manifest: dict[str, Any], dataset: Dataset) -> Cutoff:
+    recorded = manifest.get("cutoff")
+    if not recorded:
+        return dataset_cutoff(dataset)
+    return Cutoff(int(recorded["timestamp"]), recorded.get("event_id"), recorded.get("store"))
+
+
+def update_config(values: dict[str, Any]) -> UpdateConfig:
+    try:
+        return UpdateConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid update setting {field}: {err['msg']}") from None
+
+
+def update(
+    model_dir: str | Path,
+    store: EventStore,
+    out: str | Path,
+    config: UpdateConfig | None = None,
+    *,
+    progress: bool = False,
+    reject_worse: bool = False,
+) -> UpdateResult:
+    """Update the model in ``model_dir`` with the events of ``store`` after its cut-off and
+    save it to ``out`` (atomically), with the parent version and the new cut-off."""
+    from evorec.serving.engine import model_version
+
+    config = config or UpdateConfig()
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    model = Recommender.load(model_dir)
+    if not isinstance(model, SequentialRecommender):
+        raise EvorecError(
+            f"{model_dir}: incremental update needs a sequence model, not {model.name}; "
+            "retrain it with evorec train"
+        )
+    if model.features is not None:
+        raise EvorecError(
+            f"{model_dir}: incremental update does not grow content item features "
+            f"({', '.join(model.config.item_features)}); retrain it with evorec train"
+        )
+    old_data = model._require_fitted()
+    cutoff = read_cutoff(manifest, old_data)
+    fresh = new_events(store, cutoff)
+    if fresh.height == 0:
+        where = (
+            f"event id {cutoff.event_id}"
+            if cutoff.event_id is not None
+            else f"time {cutoff.timestamp}"
+        )
+        raise EvorecError(f"{store.display_url}: no events after the model's cut-off ({where})")
+    data, is_new = extend_dataset(old_data, fresh)
+    holdout, train_mask = hold_out_last(data, is_new)
+    updated_users = np.unique(data.events[USER_IDX].to_numpy()[is_new])
+    replay = replay_users(data, updated_users, config)
+    users = np.concatenate([updated_users, replay])
+    events = data.events.with_row_index("_row").filter(
+        pl.Series(train_mask) & pl.col(USER_IDX).is_in(users)
+    )
+    train = data.with_events(events.drop("_row"))
+
+    old_scores = evaluate_known(model, holdout, old_data.n_items)
+    grow(model, data.n_items, config)
+    fit_info = fine_tune(model, train, config, progress)
+    model.dataset = data
+    new_scores = _rank_metrics(evaluate(model, holdout, ks=KS).metrics)
+    if reject_worse and new_scores["NDCG@10"] < old_scores["NDCG@10"]:
+        raise EvorecError(
+            f"updated model NDCG@10 {new_scores['NDCG@10']:.4f} < old "
+            f"{old_scores['NDCG@10']:.4f} on the hold-out; nothing written"
+        )
+    new_cutoff = Cutoff(
+        max(cutoff.timestamp, int(fresh[TIME].max())), int(fresh[LINE].max()), store.display_url
+    )
+    counts = {
+        "new_events": fresh.height,
+        "new_users": data.n_users - old_data.n_users,
+        "new_items": data.n_items - old_data.n_items,
+        "updated_users": len(updated_users),
+        "replay_users": len(replay),
+        "holdout_users": len(holdout),
+    }
+    parent = model_version(model_dir)
+    model.fit_info = fit_info
+    report = {"users": len(holdout), "target": "each updated user's last event"}
+    extra = {
+        "cutoff": new_cutoff.to_dict(),
+        "parent": {"version": parent, "model_dir": str(model_dir.resolve())},
+        "lineage": [*manifest.get("lineage", []), parent],
+        "update": {
+            **counts,
+            "config": config.model_dump(),
+            "holdout": {**report, "old": old_scores, "new": new_scores},
+            "train_seconds": fit_info["train_seconds"],
+        },
+    }
+    files = {"metrics.json": json.dumps({"holdout": extra["update"]["holdout"]}, indent=2)}
+    if "run_config" in manifest:
+        extra["run_config"] = manifest["run_config"]
+        if (model_dir / "run.yaml").is_file():
+            files["run.yaml"] = (model_dir / "run.yaml").read_text()
+    model.save(out, extra=extra, files=files)
+    return UpdateResult(model, parent, new_cutoff, counts, old_scores, new_scores, fit_info)
+
+
+def new_events(store: EventStore, cutoff: Cutoff) -> pl.DataFrame:
+    """The store's events after the cut-off: after its event id when the model has one,
+    else newer than its time."""
+    if cutoff.event_id is not None:
+        return store.events(since=cutoff.event_id)
+    return store.events().filter(pl.col(TIME) > cutoff.timestamp)
+
+
+def extend_dataset(dataset: Dataset, events: pl.DataFrame) -> tuple[Dataset, np.ndarray]:
+    """``dataset`` with the store ``events`` (text ids) added: new users and items get the
+    next indices, old indices stay. Returns it and, per event, whether it is one of the
+    added (events sorted by user then time, added events after old ones of equal time)."""
+    user_ids, users = _extend_ids(dataset.user_ids, events[USER])
+    item_ids, items = _extend_ids(dataset.item_ids, events[ITEM])
+    codes = {name: code for code, name in enumerate(dataset.behaviors)}
+    behaviors = pl.Series(
+        "behavior", [codes.get(b) for b in events[BEHAVIOR].to_list()], dtype=pl.Int64
+    )
+    added = pl.DataFrame(
+        {
+            USER_IDX: users,
+            ITEM_IDX: items,
+            "timestamp": events[TIME],
+            "behavior": behaviors,
+            "value": events[VALUE],
+            "_new": pl.Series([True] * events.height, dtype=pl.Boolean),
+        }
+    )
+    old = dataset.events.with_columns(_new=pl.lit(False))
+    merged = pl.concat([old, added.cast(old.schema)]).sort(
+        [USER_IDX, "timestamp"], maintain_order=True
+    )
+    extended = Dataset(
+        merged.drop("_new"),
+        user_ids,
+        item_ids,
+        dataset.items,
+        dataset.users,
+        dataset.behaviors,
+        dataset.has_time,
+        dataset.name,
+        dict(dataset.meta),
+    )
+    return extended, merged["_new"].to_numpy()
+
+
+def _extend_ids(mapping: pl.Series, ids: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """The id mapping with the unseen ``ids`` (text) appended, and the index of each id.
+    Ids that do not fit the mapping's type turn the whole mapping into text."""
+    typed = ids.cast(mapping.dtype, strict=False)
+    if typed.null_count() > ids.null_count():
+        mapping, typed = mapping.cast(pl.Utf8), ids
+    distinct = pl.DataFrame({"id": typed.unique(maintain_order=True)})
+    known = pl.DataFrame({"id": mapping})
+    unseen = distinct.join(known, on="id", how="anti", maintain_order="left")["id"]
+    mapping = pl.concat([mapping, unseen.rename(mapping.name)])
+    index = pl.DataFrame({"id": mapping, "idx": np.arange(len(mapping), dtype=np.int64)})
+    found = pl.DataFrame({"id": typed}).join(index, on="id", how="left", maintain_order="left")
+    return mapping, found["idx"].to_numpy().astype(np.int64)
+
+
+def hold_out_last(data: Dataset, is_new: np.ndarray) -> tuple[EvalSet, np.ndarray]:
+    """The hold-out (each updated user's last event when it is new and follows another
+    event) and the mask of events left for training."""
+    hist = data.histories
+    lengths = hist.lengths
+    last = hist.offsets[1:] - 1
+    users = np.flatnonzero((lengths >= 2) & is_new[np.maximum(last, 0)])
+    if len(users) == 0:
+        raise EvorecError("no updated user has an earlier event to evaluate the update on")
+    train_mask = np.ones(len(is_new), dtype=bool)
+    train_mask[last[users]] = False
+    rows = hist.take(users)
+    holdout = EvalSet(
+        users,
+        rows.slice_each(0, -1),
+        rows.slice_each(-1, rows.lengths),
+        not data.has_repeats,
+    )
+    return holdout, train_mask
+
+
+def replay_users(data: Dataset, updated: np.ndarray, config: UpdateConfig) -> np.ndarray:
+    """A random sample of users without new events (``replay`` per updated user)."""
+    others = np.setdiff1d(np.flatnonzero(data.histories.lengths >= 2), updated)
+    size = min(len(others), round(config.replay * len(updated)))
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(others, size, replace=False)) if size else others[:0]
+
+
+def evaluate_known(model: Recommender, holdout: EvalSet, n_items: int) -> dict[str, float]:
+    """Metrics of a model that knows only the first ``n_items`` items: histories keep the
+    items it knows, a target it does not know is a miss."""
+    known = holdout.targets.items < n_items
+    if not known.any():
+        return {f"{name}@{k}": 0.0 for name in RANK_METRICS for k in KS}
+    rows = np.flatnonzero(known)
+    subset = EvalSet(
+        holdout.users[rows],
+        _only_items_below(holdout.histories.take(rows), n_items),
+        holdout.targets.take(rows),
+        holdout.filter_seen,
+    )
+    metrics = _rank_metrics(evaluate(model, subset, ks=KS).metrics)
+    return {name: value * len(rows) / len(holdout) for name, value in metrics.items()}
+
+
+def _only_items_below(hist: Histories, n_items: int) -> Histories:
+    keep = hist.items < n_items
+    rows = np.repeat(np.arange(len(hist)), hist.lengths)
+    offsets = np.zeros(len(hist) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=len(hist)), out=offsets[1:])
+    return Histories(
+        offsets,
+        hist.items[keep],
+        None if hist.timestamps is None else hist.timestamps[keep],
+        None if hist.behaviors is None else hist.behaviors[keep],
+    )
+
+
+def _rank_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {name: value for name, value in metrics.items() if name.split("@")[0] in RANK_METRICS}
+
+
+def grow(model: SequentialRecommender, n_items: int, config: UpdateConfig) -> None:
+    """Give the network an item table of ``n_items`` items: old rows kept, each new row
+    the mean item row plus Gaussian noise (``noise`` x the rows' std). Other per-item rows
+    after the items (BERT4Rec's ``[MASK]``) move to the end."""
+    old_net = model._network()
+    n_old = model.n_items
+    added = n_items - n_old
+    if added == 0:
+        return
+    generator = torch.Generator().manual_seed(config.seed)
+    network: SequenceNetwork = model._build(n_items)
+    state = network.state_dict()
+    for key, value in old_net.state_dict().items():
+        target = state[key]
+        if value.shape == target.shape:
+            state[key] = value
+        elif value.shape[1:] == target.shape[1:] and target.shape[0] - value.shape[0] == added:
+            rows = value[1 : n_old + 1].float()
+            noise = torch.randn((added, *rows.shape[1:]), generator=generator)
+            start = rows.mean(0) + noise * rows.std(0) * config.noise
+            state[key] = torch.cat([value[: n_old + 1], start.to(value), value[n_old + 1 :]])
+        else:
+            raise ModelDirError(
+                f"{model.name}: cannot grow parameter {key} from {tuple(value.shape)} "
+                f"to {tuple(target.shape)}"
+            )
+    network.load_state_dict(state)
+    model.network = network
+
+
+def fine_tune(
+    model: SequentialRecommender, train: Dataset, config: UpdateConfig, progress: bool
+) -> dict[str, Any]:
+    """A few epochs of the model's own training objective on ``train``, warm-started."""
+    from evorec.training.trainer import SequenceTrainer
+
+    saved = model.config
+    model.config = saved.model_copy(
+        update={"epochs": config.epochs, "lr": config.lr or saved.lr, "seed": config.seed}
+    )
+    model.dataset = train
+    try:
+        torch.manual_seed(config.seed)
+        return SequenceTrainer(model, train, None, progress=progress).run()
+    finally:
+        model.config = saved
+
+
+def point(link: str | Path, target: str | Path) -> None:
+    """Make ``link`` a symbolic link to ``target``, atomically (a new link renamed over)."""
+    link, target = Path(link), Path(target)
+    if link.exists() and not link.is_symlink():
+        raise EvorecError(f"{link}: exists and is not a link; give a new path for --link")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(target.resolve(), link.parent.resolve())
+    tmp = Path(tempfile.mktemp(prefix=f".{link.name}.", dir=link.parent))
+    os.symlink(relative, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,255 @@
+"""Incremental updates of a sequence model from the event store, and the served model
+following them (``serve --watch``).
+
+The base model is SASRec trained on simulated drifting users. The new events follow a
+pattern the base model cannot know: users walk a chain of 20 brand-new items
+(``NEW + k`` -> ``NEW + k + 1``), so the hold-out (each updated user's last event) is a new
+item the old model has no vector for.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+import evorec
+from evorec.config import RunConfig
+from evorec.data.preprocess import PreprocessConfig, preprocess
+from evorec.data.simulate import simulate
+from evorec.errors import EvorecError
+from evorec.serving import Service, create_app
+from evorec.serving.engine import model_version
+from evorec.serving.watch import ModelWatcher
+from evorec.store import EventStore
+from evorec.training.incremental import (
+    UpdateConfig,
+    extend_dataset,
+    grow,
+    point,
+    update,
+)
+from evorec.training.pipeline import train
+
+NEW = 10_000  # first new item id
+CHAIN = 20
+SETTINGS = UpdateConfig(epochs=20)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only contend on a busy machine
+    sim = simulate(n_users=300, n_items=200, n_topics=6, seed=1)
+    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    model = {"name": "sasrec", "epochs": 8, "dim": 32, "max_len": 30, "lr": 0.005}
+    out = tmp_path_factory.mktemp("incremental") / "v1"
+    train(RunConfig(model={**model, "device": "cpu"}), out, dataset=data)
+    yield out
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def store(base_dir: Path, tmp_path: Path) -> Iterator[EventStore]:
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    store.import_dataset(evorec.load_model(base_dir).dataset)
+    yield store
+    store.close()
+
+
+def chain_events(users: list[object], start: int, length: int, seed: int) -> list[dict]:
+    """Each user walks ``length`` steps of the new-item chain from a random place."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for user in users:
+        first = int(rng.integers(CHAIN))
+        for step in range(length):
+            item = NEW + (first + step) % CHAIN
+            events.append({"user_id": user, "item_id": item, "timestamp": start + step})
+    return events
+
+
+def add_chains(store: EventStore, base_dir: Path, seed: int = 0) -> tuple[list, int]:
+    """Chains for 120 known users and 30 new ones; returns the users and events added."""
+    dataset = evorec.load_model(base_dir).dataset
+    start = int(dataset.events["timestamp"].max()) + 10
+    users = dataset.user_ids.to_list()[:120] + list(range(90_000, 90_030))
+    return users, store.add_events(chain_events(users, start, 6, seed))
+
+
+def test_update_learns_new_items_and_pattern(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    users, added = add_chains(store, base_dir)
+    result = update(base_dir, store, tmp_path / "v2", SETTINGS)
+
+    assert result.counts["new_events"] == added
+    assert result.counts["new_items"] == CHAIN and result.counts["new_users"] == 30
+    assert result.counts["holdout_users"] == len(users)
+    # the old model has no vector for the held-out new items; the update learned them
+    assert result.old["HR@10"] == 0.0
+    assert result.new["HR@10"] > 0.5 and result.new["NDCG@10"] > 0.2
+
+    model = evorec.load_model(tmp_path / "v2")
+    vectors = model.item_vectors()
+    assert vectors.shape[0] == model.n_items == evorec.load_model(base_dir).n_items + CHAIN
+    fresh = vectors[model.dataset.encode_items(range(NEW, NEW + CHAIN))]
+    assert np.isfinite(fresh).all() and len(np.unique(fresh.round(4), axis=0)) == CHAIN
+    # the chain continues: anonymous histories and new users get the next new item
+    recs = model.recommend(histories=[[NEW + 3, NEW + 4, NEW + 5]], k=10)
+    assert NEW + 6 in recs["item_id"].to_list()
+    new_user = model.recommend(users=[90_000], k=10)["item_id"].to_list()
+    assert sum(item >= NEW for item in new_user) >= 5
+
+
+def test_manifest_records_cutoff_parent_and_a_second_update_reads_only_later_events(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    base_manifest = json.loads((base_dir / "evorec-model.json").read_text())
+    dataset = evorec.load_model(base_dir).dataset
+    assert base_manifest["cutoff"] == {
+        "timestamp": int(dataset.events["timestamp"].max()),
+        "event_id": None,
+        "store": None,
+    }
+    add_chains(store, base_dir)
+    update(base_dir, store, tmp_path / "v2", UpdateConfig(epochs=2))
+    manifest = json.loads((tmp_path / "v2" / "evorec-model.json").read_text())
+    events = store.events()
+    assert manifest["cutoff"]["event_id"] == int(events["line"].max())
+    assert manifest["cutoff"]["timestamp"] == int(events["timestamp"].max())
+    assert manifest["parent"]["version"] == model_version(base_dir)
+    assert manifest["lineage"] == [model_version(base_dir)]
+    assert manifest["update"]["holdout"]["old"]["HR@10"] == 0.0
+
+    # events older than the cut-off time still count: the cursor is the event id now
+    late = chain_events([91_000, 91_001], 1_000, 4, seed=3)
+    store.add_events(late)
+    result = update(tmp_path / "v2", store, tmp_path / "v3", UpdateConfig(epochs=2))
+    assert result.counts["new_events"] == len(late) and result.counts["new_users"] == 2
+    manifest = json.loads((tmp_path / "v3" / "evorec-model.json").read_text())
+    assert manifest["lineage"] == [model_version(base_dir), model_version(tmp_path / "v2")]
+    with pytest.raises(EvorecError, match="no events after the model's cut-off"):
+        update(tmp_path / "v3", store, tmp_path / "v4", UpdateConfig(epochs=2))
+    assert not (tmp_path / "v4").exists()
+
+
+def test_grow_keeps_old_rows_and_starts_new_ones_near_the_mean(base_dir: Path) -> None:
+    model = evorec.load_model(base_dir)
+    old = model.item_vectors()
+    grow(model, model.n_items + 50, UpdateConfig(noise=0.1))
+    grown = model.item_vectors()
+    assert grown.shape == (len(old) + 50, old.shape[1])
+    np.testing.assert_array_equal(grown[: len(old)], old)
+    offset = np.abs(grown[len(old) :] - old.mean(0))
+    assert (offset < 0.6 * old.std(0)).all() and offset.max() > 0
+
+
+def test_text_ids_that_do_not_fit_turn_the_mapping_into_text(base_dir: Path) -> None:
+    dataset = evorec.load_model(base_dir).dataset
+    first = dataset.user_ids[0]
+    events = pl.DataFrame(
+        {
+            "user_id": [str(first), "visitor-7"],
+            "item_id": ["sku-1", str(dataset.item_ids[0])],
+            "timestamp": [2_000_000_000, 2_000_000_001],
+            "behavior": ["buy", "unknown"],
+            "value": [None, 1.0],
+            "line": [1, 2],
+        },
+        schema_overrides={"value": pl.Float64},
+    )
+    extended, is_new = extend_dataset(dataset, events)
+    assert extended.user_ids.dtype == pl.Utf8 and extended.item_ids.dtype == pl.Utf8
+    assert extended.n_users == dataset.n_users + 1 and extended.n_items == dataset.n_items + 1
+    assert is_new.sum() == 2 and extended.n_events == dataset.n_events + 2
+    user = extended.histories[int(extended.encode_users([str(first)])[0])]
+    assert user[-1] == extended.encode_items(["sku-1"])[0]
+    assert extended.encode_items([str(dataset.item_ids[0])])[0] == 0
+
+
+def test_cli_update_links_the_new_version_and_bad_inputs_are_one_line(
+    run, base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    add_chains(store, base_dir)
+    db = f"sqlite:///{tmp_path / 'events.db'}"
+    link = tmp_path / "current"
+    result = run(
+        "update", "--model-dir", base_dir, "--db", db, "--out", tmp_path / "v2",
+        "--epochs", "2", "--link", link, "--quiet",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "hold-out: last event of 150 updated users" in result.out
+    assert link.is_symlink() and link.resolve() == (tmp_path / "v2").resolve()
+
+    pop = evorec.MostPopular().fit(evorec.load_model(base_dir).dataset).save(tmp_path / "pop")
+    (tmp_path / "plain").mkdir()
+    cases = {
+        "no events after the model's cut-off": ["--model-dir", link, "--db", db],
+        "needs a sequence model, not pop": ["--model-dir", pop, "--db", db],
+        "model directory not found": ["--model-dir", tmp_path / "none", "--db", db],
+        "use a sqlite:/// or postgresql:// URL": ["--model-dir", base_dir, "--db", "x://y"],
+        "exists and is not a link": [
+            "--model-dir", base_dir, "--db", db, "--link", tmp_path / "plain"
+        ],
+    }  # fmt: skip
+    for message, args in cases.items():
+        result = run("update", *args, "--out", tmp_path / "v3", "--epochs", "1", "--quiet")
+        assert result.code == 1 and result.err.startswith("error: ")
+        assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_watch_swaps_in_an_update_while_requests_run(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    link = tmp_path / "current"
+    point(link, base_dir)
+    service = Service(link, store)
+    client = TestClient(create_app(service))
+    watcher = ModelWatcher(service, link, interval=0.05).start()
+    old = service.current.version
+    users, _ = add_chains(store, base_dir)
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def hammer(user: object) -> None:
+        while not stop.is_set():
+            response = client.get(f"/users/{user}/recommendations")
+            statuses.append(response.status_code)
+            versions.append(response.json()["model_version"])
+
+    threads = [threading.Thread(target=hammer, args=(u,)) for u in (users[0], 90_001)]
+    for thread in threads:
+        thread.start()
+    try:
+        update(base_dir, store, tmp_path / "v2", UpdateConfig(epochs=2))
+        point(link, tmp_path / "v2")
+        deadline = time.monotonic() + 120
+        while service.current.version == old and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = len(versions)
+        while len(versions) < seen + 10:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    new = model_version(tmp_path / "v2")
+    assert service.current.version == new and versions[-1] == new
+    assert set(statuses) == {200} and set(versions) <= {old, new} and old in versions
+
+    (tmp_path / "broken").mkdir()
+    point(link, tmp_path / "broken")
+    assert watcher.check() is None and service.current.version == new
+    watcher.stop()
+    body = client.get("/users/90001/recommendations").json()
+    assert body["model_version"] == new and body["source"] == "model"
