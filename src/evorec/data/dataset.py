@@ -80,13 +80,13 @@ class Dataset:
     def item_popularity(self) -> np.ndarray:
         return np.bincount(self.events[ITEM_IDX].to_numpy(), minlength=self.n_items)
 
-    def with_events(self, events: pl.DataFrame) -> Dataset:
     @cached_property
     def has_repeats(self) -> bool:
         """Whether some user takes the same item more than once (repeat consumption)."""
         pairs = self.events.select(USER_IDX, ITEM_IDX)
         return pairs.height > 0 and pairs.is_duplicated().any()
 
+    def with_events(self, events: pl.DataFrame) -> Dataset:
         """The same id space and side tables over another set of events."""
         return Dataset(
             events,
