@@ -27,9 +27,11 @@ class RetrievalConfig(BaseModel):
         ge=0,
         description="allow-lists of at most this many items are scored exactly, not by ANN",
     )
-    hnsw_m: int = Field(32, ge=2, le=256, description="HNSW graph degree (M)")
-    ef_construction: int = Field(200, ge=1, description="HNSW build beam width (efConstruction)")
-    ef_search: int = Field(128, ge=1, description="HNSW search beam width (efSearch)")
+    hnsw_m: int = Field(16, ge=2, le=256, description="HNSW graph degree (M)")
+    ef_construction: int = Field(100, ge=1, description="HNSW build beam width (efConstruction)")
+    ef_search: int = Field(
+        128, ge=1, description="HNSW beam (efSearch) beyond the items fetched per query"
+    )
     nlist: int | None = Field(
         None, ge=1, description="IVF cells; default 4·sqrt(items), at most items/39"
     )

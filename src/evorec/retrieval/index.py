@@ -205,7 +205,8 @@ class HNSWIndex(ANNIndex):
     kind = "hnsw"
 
     def _params(self, fetch: int, attempt: int, sel: Any, share: float) -> faiss.SearchParameters:
-        ef = int(np.ceil(max(self.config.ef_search, fetch) / share))
+        # the beam keeps ef_search of slack below the deepest rank asked for
+        ef = int(np.ceil((self.config.ef_search + fetch) / share))
         params = faiss.SearchParametersHNSW(efSearch=min(ef, self.n_items))
         if sel is not None:
             params.sel = sel
