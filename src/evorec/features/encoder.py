@@ -4,10 +4,12 @@
 Each part is a ``[n_items, dim]`` matrix: the id embedding rows; the mean embedding of an
 item's attribute tokens; a linear map of its numeric attributes; a linear projection of its
 (frozen) text embedding. ``sum`` adds them, ``concat`` projects their concatenation back to
-``dim``, ``gated`` mixes them with per-item softmax weights computed from the parts. Items
-without training events get no id part, so they are represented by their content alone
-(cold start), and in training their rows are zero (see :meth:`forward`); ``id_dropout`` drops the id part of random items during training so that the
-content parts learn to stand on their own.
+``dim``, ``gated`` mixes them with per-item softmax weights computed from the parts.
+
+Items without training events get no id part, so they are represented by their content
+alone (cold start), and in training their rows are zero (see :meth:`ItemEncoder.forward`).
+``id_dropout`` drops the id part of random items during training so that the content parts
+learn to stand on their own.
 """
 
 from __future__ import annotations
