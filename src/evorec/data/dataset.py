@@ -74,6 +74,7 @@ class Dataset:
             self.events[ITEM_IDX].to_numpy().astype(np.int64),
             self.events["timestamp"].to_numpy().astype(np.int64),
             behavior.fill_null(-1).to_numpy().astype(np.int64) if self.behaviors else None,
+            np.arange(self.n_users, dtype=np.int64),
         )
 
     @cached_property

@@ -14,12 +14,15 @@ class Histories:
 
     Row ``r`` holds ``items[offsets[r]:offsets[r + 1]]`` (internal item indices), with the
     aligned ``timestamps`` and ``behaviors`` (behaviour codes) when the data has them.
+    ``users[r]`` is the internal user of row ``r`` when known (histories taken from a
+    dataset), None for raw histories.
     """
 
     offsets: np.ndarray
     items: np.ndarray
     timestamps: np.ndarray | None = None
     behaviors: np.ndarray | None = None
+    users: np.ndarray | None = None
 
     @classmethod
     def from_lists(
@@ -56,12 +59,15 @@ class Histories:
     def to_lists(self) -> list[list[int]]:
         return [self[r].tolist() for r in range(len(self))]
 
-    def _select(self, positions: np.ndarray, offsets: np.ndarray) -> Histories:
+    def _select(
+        self, positions: np.ndarray, offsets: np.ndarray, users: np.ndarray | None
+    ) -> Histories:
         return Histories(
             offsets,
             self.items[positions],
             None if self.timestamps is None else self.timestamps[positions],
             None if self.behaviors is None else self.behaviors[positions],
+            users,
         )
 
     def take(self, rows: np.ndarray) -> Histories:
@@ -71,7 +77,7 @@ class Histories:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return self._select(positions, offsets)
+        return self._select(positions, offsets, None if self.users is None else self.users[rows])
 
     def slice_each(self, start: np.ndarray | int, stop: np.ndarray | int) -> Histories:
         """Per row, the events ``[start, stop)``; negative bounds count from the row's end."""
@@ -85,7 +91,7 @@ class Histories:
         np.cumsum(new_lengths, out=offsets[1:])
         base = self.offsets[:-1] + start
         positions = np.repeat(base - offsets[:-1], new_lengths) + np.arange(offsets[-1])
-        return self._select(positions, offsets)
+        return self._select(positions, offsets, self.users)
 
     def last(self, n: int) -> Histories:
         """Each row cut to its last ``n`` events."""

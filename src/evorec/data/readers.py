@@ -38,6 +38,8 @@ SUPPORTED_FORMATS = (
     "movielens",
     "taobao",
     "unisrec",
+    "ciao",
+    "lastfm",
 )
 TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
@@ -147,7 +149,7 @@ def read_events(
         raise ConfigError(
             f"columns= and sep= apply only to the formats {', '.join(TABLE_FORMATS)}, not {fmt}"
         )
-    if path.is_dir() and fmt not in ("movielens", "unisrec"):
+    if path.is_dir() and fmt not in ("movielens", "unisrec", "ciao", "lastfm"):
         raise DataError(f"the {fmt} format reads a file, not a directory", path=path)
     try:
         return _dispatch(path, fmt, columns, sep, on_bad_rows)
@@ -171,6 +173,10 @@ def _dispatch(
         return _read_movielens(path, on_bad_rows)
     if fmt == "taobao":
         return _read_taobao(path, on_bad_rows)
+    if fmt == "ciao":
+        return _read_ciao(path, on_bad_rows)
+    if fmt == "lastfm":
+        return _read_lastfm(path, on_bad_rows)
     return _read_unisrec(path, on_bad_rows)
 
 
@@ -185,9 +191,14 @@ def detect_format(path: str | Path) -> str:
             return "movielens"
         if any(n.endswith(".inter") for n in names):
             return "unisrec"
+        if {"rating.txt", "trust.txt"} <= names:
+            return "ciao"
+        if "user_artists.dat" in names:
+            return "lastfm"
         raise DataError(
             "cannot detect the format of this directory (expected MovieLens u.data, "
-            "ratings.dat or ratings.csv, or UniSRec *.inter files); pass one of the formats "
+            "ratings.dat or ratings.csv, UniSRec *.inter files, Ciao rating.txt and trust.txt, "
+            "or HetRec Last.fm user_artists.dat); pass one of the formats "
             + ", ".join(SUPPORTED_FORMATS),
             path=path,
         )
@@ -695,12 +706,95 @@ def _read_taobao(path: Path, on_bad_rows: str) -> RawData:
     df, line = _read_rows(path, ",", names, skip_header=False)
     mapping = {USER: "user", ITEM: "item", BEHAVIOR: "behavior", TIME: "timestamp"}
     events, _ = _events_from_table(path, df, line, mapping, on_bad_rows)
-    items = (
-        pl.DataFrame({ITEM: events[ITEM], "category": _parse_id(df["category"])})
+    items = _category_table(events, df["category"])
+    return RawData(events, items=items, has_time=True, name=path.stem, sources=[path])
+
+
+def _category_table(events: pl.DataFrame, category: pl.Series) -> pl.DataFrame:
+    """Each item's category (its first one), from a category column aligned with events."""
+    return (
+        pl.DataFrame({ITEM: events[ITEM], "category": _parse_id(category)})
         .drop_nulls()
         .unique(ITEM, keep="first", maintain_order=True)
     )
-    return RawData(events, items=items, has_time=True, name=path.stem, sources=[path])
+
+
+def _read_ciao(path: Path, on_bad_rows: str) -> RawData:
+    """Read Ciao (Tang et al. 2012): ``rating.txt`` rows ``user item category rating
+    helpfulness time``, numbers written as floats (``1.0000000e+000``), whitespace-separated;
+    ``trust.txt`` beside it (``truster trustee``) becomes each user's ``friends``."""
+    d = path if path.is_dir() else path.parent
+    ratings = d / "rating.txt"
+    names = ["user", "item", "category", "rating", "helpfulness", "time"]
+    df, line = _read_numbers(ratings, names)
+    mapping = {USER: "user", ITEM: "item", VALUE: "rating", TIME: "time"}
+    events, _ = _events_from_table(ratings, df, line, mapping, on_bad_rows)
+    items = _category_table(events, df["category"])
+    sources = [ratings]
+    users = None
+    trust = d / "trust.txt"
+    if trust.exists():
+        edges, _ = _read_numbers(trust, ["user", "friend"])
+        users = _friends_table(trust, edges, events[USER].dtype)
+        sources.append(trust)
+    return RawData(events, items=items, users=users, has_time=True, name=d.name, sources=sources)
+
+
+def _read_lastfm(path: Path, on_bad_rows: str) -> RawData:
+    """Read HetRec 2011 Last.fm: ``user_artists.dat`` (``userID artistID weight``, the
+    listening count as ``value``) and ``user_friends.dat`` beside it (``userID friendID``)
+    as each user's ``friends``.
+
+    The data has no listening times and the file lists artists by id, so each user's
+    artists are put in order of increasing listening count (ties in file order): the last
+    event, held out by leave-one-out, is the user's most played artist."""
+    d = path if path.is_dir() else path.parent
+    listens = d / "user_artists.dat"
+    df, line = _read_rows(listens, "\t", ["user", "artist", "weight"], skip_header=True)
+    mapping = {USER: "user", ITEM: "artist", VALUE: "weight"}
+    events, _ = _events_from_table(listens, df, line, mapping, on_bad_rows)
+    events = events.with_columns(
+        pl.col(VALUE).rank("ordinal").over(USER).cast(pl.Int64).sub(1).alias(TIME)
+    )
+    sources = [listens]
+    users = None
+    friends = d / "user_friends.dat"
+    if friends.exists():
+        edges, _ = _read_rows(friends, "\t", ["user", "friend"], skip_header=True)
+        users = _friends_table(friends, edges, events[USER].dtype)
+        sources.append(friends)
+    return RawData(events, users=users, has_time=False, name=d.name, sources=sources)
+
+
+def _read_numbers(path: Path, names: list[str]) -> tuple[pl.DataFrame, pl.Series]:
+    """Whitespace-separated numbers (any float notation) as Float64 columns ``names``, with
+    their lines; a missing or unparseable number is null, extra fields flag the row."""
+    lines = _read_lines(path).filter(pl.col("text").str.strip_chars() != "")
+    tokens = lines["text"].str.extract_all(r"\S+")
+    df = pl.DataFrame(
+        {
+            name: tokens.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False)
+            for i, name in enumerate(names)
+        }
+    ).with_columns(
+        pl.Series(_EXTRA, tokens.list.len() > len(names)).replace(False, None).cast(pl.String)
+    )
+    return df, lines[LINE]
+
+
+def _friends_table(path: Path, edges: pl.DataFrame, dtype: pl.DataType) -> pl.DataFrame:
+    """Directed ``user -> friend`` edges as a user table with a ``friends`` list column
+    (original ids); self-loops, repeats and unparseable rows are dropped."""
+    table = (
+        pl.DataFrame({USER: _parse_id(edges["user"]), "friend": _parse_id(edges["friend"])})
+        .with_columns(pl.all().cast(dtype, strict=False))
+        .drop_nulls()
+        .filter(pl.col(USER) != pl.col("friend"))
+        .unique(maintain_order=True)
+    )
+    if table.height == 0:
+        raise DataError("no user-user edges", path=path)
+    return table.group_by(USER, maintain_order=True).agg(friends=pl.col("friend"))
 
 
 def _align_ids(table: pl.DataFrame | None, key: str, dtype: pl.DataType) -> pl.DataFrame | None:

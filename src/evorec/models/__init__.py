@@ -9,15 +9,31 @@ from evorec.models.caser import Caser
 from evorec.models.ease import EASE
 from evorec.models.gru4rec import GRU4Rec
 from evorec.models.hstu import HSTU
+from evorec.models.lightgcn import LightGCN
 from evorec.models.lstm import LSTM
+from evorec.models.multitask import MultiTask
 from evorec.models.popular import MostPopular
 from evorec.models.sasrec import SASRec
 from evorec.models.sequential import SequentialRecommender
+from evorec.models.social import SocialSASRec
 from evorec.models.tisasrec import TiSASRec
 
 MODELS: dict[str, type[Recommender]] = {
     cls.name: cls
-    for cls in (MostPopular, EASE, GRU4Rec, SASRec, LSTM, Caser, BERT4Rec, TiSASRec, HSTU)
+    for cls in (
+        MostPopular,
+        EASE,
+        GRU4Rec,
+        SASRec,
+        LSTM,
+        Caser,
+        BERT4Rec,
+        TiSASRec,
+        HSTU,
+        LightGCN,
+        SocialSASRec,
+        MultiTask,
+    )
 }
 ALIASES = {"mostpop": "pop", "popular": "pop", "most_popular": "pop"}
 
@@ -36,12 +52,15 @@ __all__ = [
     "GRU4Rec",
     "HSTU",
     "LSTM",
+    "LightGCN",
     "MODELS",
     "ModelConfig",
     "MostPopular",
+    "MultiTask",
     "Recommender",
     "SASRec",
     "SequentialRecommender",
+    "SocialSASRec",
     "TiSASRec",
     "get_model_class",
 ]

@@ -1,0 +1,146 @@
+"""Multi-task interest over behaviour types (views, carts, favourites, purchases).
+
+A shared SASRec trunk (:class:`~evorec.models.sasrec.AttentionNetwork`) reads the history
+with a behaviour embedding added to every event; two task towers (residual MLPs) map its
+hidden states to interest vectors scored against the shared item embeddings: the *item*
+tower predicts the next event's item, the *purchase* tower the next item the user buys
+(trained only at positions whose next event is a purchase). The loss is
+``item_weight · CE_item + purchase_weight · CE_purchase``; ``serve`` picks the tower whose
+vector is ``i``. ``purchase_weight=0, serve=item`` is the single-task model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from evorec.data.dataset import Dataset
+from evorec.data.split import EvalSet
+from evorec.errors import ConfigError
+from evorec.models.sasrec import AttentionNetwork, SASRecConfig
+from evorec.models.sequential import EventFeatures, SequentialRecommender
+from evorec.training.loop import train_epochs
+
+TASKS = ("item", "purchase")
+
+
+class MultiTaskConfig(SASRecConfig):
+    purchase_behavior: str = Field("buy", description="the behaviour that counts as a purchase")
+    item_weight: float = Field(1.0, ge=0, description="weight of the next-item loss")
+    purchase_weight: float = Field(1.0, ge=0, description="weight of the next-purchase loss")
+    serve: Literal["item", "purchase"] = Field("purchase", description="tower that gives i")
+    valid_filter_seen: bool = Field(
+        False,
+        description="remove history items from the validation ranking (purchases are mostly "
+        "of items viewed before, so off by default)",
+    )
+
+
+class Tower(nn.Module):
+    """``h + MLP(h)``, normalised."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(hidden + self.mlp(hidden))
+
+
+class MultiTaskNetwork(AttentionNetwork):
+    def __init__(self, n_items: int, n_behaviors: int, config: MultiTaskConfig) -> None:
+        super().__init__(n_items + 1, config)
+        self.behavior_embedding = nn.Embedding(n_behaviors + 1, config.dim, padding_idx=0)
+        self.towers = nn.ModuleDict({task: Tower(config.dim, config.dropout) for task in TASKS})
+        self.serve = config.serve
+
+    def trunk(self, items: torch.Tensor, features: EventFeatures | None) -> torch.Tensor:
+        x = self.embed(items)
+        if features is not None and features.behaviors is not None:
+            x = x + self.behavior_embedding(features.behaviors)
+        return self.attend(x)
+
+    def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
+        return self.towers[self.serve](self.trunk(items, features))
+
+
+class MultiTask(SequentialRecommender):
+    name = "multitask"
+    config: MultiTaskConfig
+    config_class = MultiTaskConfig
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.n_behaviors = 0
+
+    def build_network(self, n_items: int) -> MultiTaskNetwork:
+        return MultiTaskNetwork(n_items, self.n_behaviors, self.config)
+
+    def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
+        config = self.config
+        if config.purchase_behavior not in train.behaviors:
+            raise ConfigError(
+                f"multitask: purchase_behavior '{config.purchase_behavior}' is not a behaviour "
+                f"of the data ({', '.join(train.behaviors) or 'none'})"
+            )
+        purchase = train.behaviors.index(config.purchase_behavior) + 1  # padded code
+        self.dataset = train
+        self.n_behaviors = len(train.behaviors)
+        network = self.build_network(train.n_items).to(self.device)
+        self.network = network
+        histories = train.histories.last(self.train_window)
+        sequences = histories.take(np.flatnonzero(histories.lengths >= 2))
+        optimizer = torch.optim.AdamW(
+            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        rng = np.random.default_rng(config.seed)
+        weights = {"item": config.item_weight, "purchase": config.purchase_weight}
+
+        def run_epoch() -> tuple[float, int]:
+            order = rng.permutation(len(sequences))
+            total = 0.0
+            for start in range(0, len(order), config.batch_size):
+                batch = sequences.take(order[start : start + config.batch_size])
+                items, features, _ = self.padded_batch(batch, self.train_window, self.device)
+                hidden = network.trunk(items[:, :-1], features.map(lambda t: t[:, :-1]))
+                targets = items[:, 1:]
+                scored = {"item": targets > 0}
+                if features.behaviors is not None:
+                    scored["purchase"] = features.behaviors[:, 1:] == purchase
+                loss = torch.zeros((), device=self.device)
+                for task, mask in scored.items():
+                    if weights[task] > 0 and mask.any():
+                        vectors = network.towers[task](hidden[mask])
+                        logits = vectors @ network.item_weights().T
+                        loss = loss + weights[task] * F.cross_entropy(logits, targets[mask] - 1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch)
+            return total / max(len(order), 1), len(order)
+
+        self.fit_info = train_epochs(
+            self,
+            network,
+            run_epoch,
+            valid,
+            epochs=config.epochs,
+            patience=config.patience,
+            progress=progress,
+            filter_seen=config.valid_filter_seen,
+        )
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "n_behaviors": self.n_behaviors}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.n_behaviors = int(state["n_behaviors"])
+        super()._load_state(state)
