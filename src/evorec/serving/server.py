@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
+import torch
 import uvicorn
 from rich.console import Console
 
@@ -38,6 +40,10 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+        # one intra-op thread per request: requests run in parallel already, and idle
+        # OpenMP threads spinning between tiny kernels cost more CPU than the kernels
+        torch.set_num_threads(1)
+        faiss.omp_set_num_threads(1)
         watcher = ModelWatcher(service, model_dir, watch).start() if watch else None
         try:
             uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
