@@ -10,11 +10,13 @@ item the old model has no vector for.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import polars as pl
 import pytest
@@ -253,3 +255,39 @@ def test_watch_swaps_in_an_update_while_requests_run(
     watcher.stop()
     body = client.get("/users/90001/recommendations").json()
     assert body["model_version"] == new and body["source"] == "model"
+
+
+def test_serve_watch_swaps_versions_in_a_running_server(base_dir: Path, tmp_path: Path) -> None:
+    from test_serving import free_port, start_server
+
+    retrained = tmp_path / "v2"
+    shutil.copytree(base_dir, retrained)
+    manifest = retrained / "evorec-model.json"
+    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1, "note": 2'))
+    link = tmp_path / "current"
+    point(link, base_dir)
+    port = free_port()
+    options = ("--watch", "--watch-interval", "0.2")
+    server = start_server(link, f"sqlite:///{tmp_path / 'events.db'}", port, *options)
+    user = evorec.load_model(base_dir).dataset.user_ids[0]
+    statuses: list[int] = []
+    versions: list[str] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+
+            def get() -> None:
+                response = http.get(f"/users/{user}/recommendations")
+                statuses.append(response.status_code)
+                versions.append(response.json()["model_version"])
+
+            for _ in range(5):
+                get()
+            point(link, retrained)
+            deadline = time.monotonic() + 120
+            while versions[-1] != model_version(retrained) and time.monotonic() < deadline:
+                get()
+    finally:
+        server.terminate()
+        server.wait()
+    assert set(statuses) == {200}
+    assert versions[0] == model_version(base_dir) and versions[-1] == model_version(retrained)

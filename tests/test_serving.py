@@ -331,9 +331,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, db: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(model_dir: Path, db: str, port: int, *options: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    command += ["--db", db, "--port", str(port)]
+    command += ["--db", db, "--port", str(port), *options]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
