@@ -28,6 +28,7 @@ from evorec.config import RunConfig
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.errors import EvorecError
+from evorec.models import get_model_class
 from evorec.serving import Service, create_app
 from evorec.serving.engine import model_version
 from evorec.serving.watch import ModelWatcher
@@ -291,3 +292,35 @@ def test_serve_watch_swaps_versions_in_a_running_server(base_dir: Path, tmp_path
         server.wait()
     assert set(statuses) == {200}
     assert versions[0] == model_version(base_dir) and versions[-1] == model_version(retrained)
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "lstm", "caser", "bert4rec", "tisasrec", "hstu"])
+def test_every_sequence_model_grows_and_updates(
+    name: str, tmp_path: Path, one_torch_thread: None
+) -> None:
+    sim = simulate(n_users=120, n_items=80, n_topics=4, seed=2)
+    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    model = get_model_class(name)(epochs=1, dim=16, max_len=20, device="cpu").fit(data)
+    model.save(tmp_path / "v1")
+    table = model.network.item_embedding.weight.detach().clone()
+    grow(model, model.n_items + 7, UpdateConfig())
+    grown = model.network.item_embedding.weight.detach()
+    rows = data.n_items + 1  # padding + items; BERT4Rec's [MASK] row follows them
+    assert len(grown) == len(table) + 7
+    torch.testing.assert_close(grown[:rows], table[:rows])
+    torch.testing.assert_close(grown[rows + 7 :], table[rows:])
+
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    store.import_dataset(data)
+    start = int(data.events["timestamp"].max()) + 1
+    store.add_events(
+        {"user_id": user, "item_id": NEW + (n + step) % 7, "timestamp": start + step}
+        for n, user in enumerate(data.user_ids.to_list()[:30])
+        for step in range(4)
+    )
+    result = update(tmp_path / "v1", store, tmp_path / "v2", UpdateConfig(epochs=1))
+    store.close()
+    updated = evorec.load_model(tmp_path / "v2")
+    assert result.counts["new_items"] == 7 and updated.n_items == data.n_items + 7
+    assert np.isfinite(updated.item_vectors()).all()
+    assert len(updated.recommend(users=[data.user_ids[0]], k=5)) == 5
