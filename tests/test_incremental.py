@@ -324,3 +324,24 @@ def test_every_sequence_model_grows_and_updates(
     assert result.counts["new_items"] == 7 and updated.n_items == data.n_items + 7
     assert np.isfinite(updated.item_vectors()).all()
     assert len(updated.recommend(users=[data.user_ids[0]], k=5)) == 5
+
+
+def test_reject_worse_writes_nothing_when_the_hold_out_drops(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    # each new event is the old model's own first choice: the old model scores NDCG@10 = 1,
+    # and fine-tuning at a destructive learning rate can only lose
+    model = evorec.load_model(base_dir)
+    users = model.dataset.user_ids.to_list()[:60]
+    top = model.recommend(users=users, k=1, filter_seen=not model.dataset.has_repeats)
+    start = int(model.dataset.events["timestamp"].max()) + 1
+    store.add_events(
+        {"user_id": user, "item_id": item, "timestamp": start}
+        for user, item in zip(top["user_id"], top["item_id"], strict=True)
+    )
+    settings = UpdateConfig(epochs=2, lr=1.0)
+    with pytest.raises(EvorecError, match=r"NDCG@10 .* < old 1\.0000 on the hold-out"):
+        update(base_dir, store, tmp_path / "v2", settings, reject_worse=True)
+    assert not (tmp_path / "v2").exists()
+    result = update(base_dir, store, tmp_path / "v2", settings)
+    assert result.old["NDCG@10"] == pytest.approx(1.0) and result.new["NDCG@10"] < 1.0
