@@ -15,7 +15,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import polars as pl
@@ -29,7 +29,9 @@ from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError, EvorecError, ModelDirError
 from evorec.evaluation.evaluator import exclude_seen
-from evorec.retrieval import ItemIndex, exact_search
+
+if TYPE_CHECKING:
+    from evorec.retrieval import ItemIndex
 
 MODEL_FORMAT = 1
 MANIFEST = "evorec-model.json"
@@ -185,6 +187,8 @@ class Recommender(ABC):
         allowed: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` scores and items through ``index``; empty histories by popularity."""
+        from evorec.retrieval import exact_search  # faiss loads only when an index is used
+
         dataset = self._require_fitted()
         if index.n_items != dataset.n_items:
             raise EvorecError(
