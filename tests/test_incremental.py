@@ -25,9 +25,10 @@ from fastapi.testclient import TestClient
 
 import evorec
 from evorec.config import RunConfig
+from evorec.data.dataset import Dataset
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
-from evorec.errors import EvorecError
+from evorec.errors import EvorecError, UnknownIdError
 from evorec.models import get_model_class
 from evorec.serving import Service, create_app
 from evorec.serving.engine import model_version
@@ -122,6 +123,7 @@ def test_manifest_records_cutoff_parent_and_a_second_update_reads_only_later_eve
         "timestamp": int(dataset.events["timestamp"].max()),
         "event_id": None,
         "store": None,
+        "store_id": None,
     }
     add_chains(store, base_dir)
     update(base_dir, store, tmp_path / "v2", UpdateConfig(epochs=2))
@@ -129,6 +131,7 @@ def test_manifest_records_cutoff_parent_and_a_second_update_reads_only_later_eve
     events = store.events()
     assert manifest["cutoff"]["event_id"] == int(events["line"].max())
     assert manifest["cutoff"]["timestamp"] == int(events["timestamp"].max())
+    assert manifest["cutoff"]["store_id"] == store.store_id
     assert manifest["parent"]["version"] == model_version(base_dir)
     assert manifest["lineage"] == [model_version(base_dir)]
     assert manifest["update"]["holdout"]["old"]["HR@10"] == 0.0
@@ -200,6 +203,9 @@ def test_cli_update_links_the_new_version_and_bad_inputs_are_one_line(
         "needs a sequence model, not pop": ["--model-dir", pop, "--db", db],
         "model directory not found": ["--model-dir", tmp_path / "none", "--db", db],
         "use a sqlite:/// or postgresql:// URL": ["--model-dir", base_dir, "--db", "x://y"],
+        "is not the model's cut-off store": [
+            "--model-dir", link, "--db", f"sqlite:///{tmp_path / 'other.db'}"
+        ],
         "exists and is not a link": [
             "--model-dir", base_dir, "--db", db, "--link", tmp_path / "plain"
         ],
@@ -208,6 +214,63 @@ def test_cli_update_links_the_new_version_and_bad_inputs_are_one_line(
         result = run("update", *args, "--out", tmp_path / "v3", "--epochs", "1", "--quiet")
         assert result.code == 1 and result.err.startswith("error: ")
         assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_an_update_from_another_store_is_refused_unless_forced(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    add_chains(store, base_dir)
+    update(base_dir, store, tmp_path / "v2", UpdateConfig(epochs=1))
+    # another store, seeded from the same model: its event ids mean other events
+    other = EventStore(f"sqlite:///{tmp_path / 'other.db'}")
+    other.import_dataset(evorec.load_model(base_dir).dataset)
+    cutoff = json.loads((tmp_path / "v2" / "evorec-model.json").read_text())["cutoff"]
+    late = chain_events([92_000, 92_001], cutoff["timestamp"] + 1, 4, seed=5)
+    other.add_events(late)
+    with pytest.raises(EvorecError, match=f"store {other.store_id} is not the model's cut-off"):
+        update(tmp_path / "v2", other, tmp_path / "v3", UpdateConfig(epochs=1))
+    assert not (tmp_path / "v3").exists()
+    # forced: the events after the cut-off time, and the cursor now belongs to `other`
+    result = update(tmp_path / "v2", other, tmp_path / "v3", UpdateConfig(epochs=1), force=True)
+    assert result.counts["new_events"] == len(late) and result.cutoff.store_id == other.store_id
+    other.close()
+
+
+def test_erased_users_leave_the_updated_model_and_the_service(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    users, _ = add_chains(store, base_dir)
+    client = TestClient(create_app(Service(base_dir, store)))
+    gone, back, new_gone = str(users[0]), str(users[1]), str(users[-1])  # new_gone: store only
+    for user in (gone, back, new_gone):
+        assert client.delete(f"/users/{user}").status_code == 200
+    start = int(store.events()["timestamp"].max()) + 1
+    store.add_events(chain_events([back], start, 3, seed=4))  # back again: a new user
+    update(base_dir, store, tmp_path / "v2", UpdateConfig(epochs=1))
+
+    # nothing of the erased users in the new version's files
+    saved = Dataset.load(tmp_path / "v2" / "dataset")
+    ids = saved.user_ids.cast(pl.Utf8)
+    assert gone not in ids and new_gone not in ids
+    assert saved.events["user_idx"].max() < saved.n_users == len(ids.unique())
+    returned = saved.histories[int(saved.encode_users([users[1]])[0])]
+    assert (
+        saved.item_ids.gather(returned).to_list()
+        == store.history(back)["item_id"].cast(pl.Int64).to_list()
+    )
+    model = evorec.load_model(tmp_path / "v2")
+    with pytest.raises(UnknownIdError):
+        model.recommend(users=[users[0]], k=5)
+    # the store was seeded with the base model's events: the new version holds exactly its
+    stored = store.events()
+    assert saved.n_events == stored.height
+    assert set(ids) == set(stored["user_id"])
+
+    served = TestClient(create_app(Service(tmp_path / "v2", store)))
+    for user in (gone, new_gone):
+        assert served.get(f"/users/{user}/recommendations").status_code == 404
+        assert served.get(f"/users/{user}/history").status_code == 404
+    assert served.get(f"/users/{back}/recommendations").status_code == 200
 
 
 def test_watch_swaps_in_an_update_while_requests_run(

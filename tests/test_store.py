@@ -19,6 +19,7 @@ import evorec
 from evorec.data.schema import EVENT_COLUMNS
 from evorec.errors import DataError, StoreError
 from evorec.store import SCHEMA_VERSION, EventStore, default_url
+from evorec.store.events import MIGRATIONS, events_table, version_table
 
 POSTGRES_ENV = "EVOREC_TEST_POSTGRES_URL"
 
@@ -37,7 +38,7 @@ def fresh_postgres() -> str:
     url = postgres_url()
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS events, store_meta, schema_version"))
+        conn.execute(text("DROP TABLE IF EXISTS events, store_meta, schema_version, erased_users"))
     engine.dispose()
     return url
 
@@ -71,6 +72,40 @@ def test_new_store_runs_every_migration_and_reopens_with_its_events(store_url: s
     assert reopened.schema_version() == SCHEMA_VERSION
     assert reopened.history("u1")["item_id"].to_list() == ["a"]
     reopened.close()
+
+
+def test_a_version_1_store_migrates_keeping_its_events_and_gets_a_store_id(
+    store_url: str,
+) -> None:
+    # a store as the first schema version left it: events, store_meta, version 1
+    engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        version_table.create(conn)
+        conn.execute(version_table.insert().values(version=1))
+        MIGRATIONS[0](conn)
+        conn.execute(
+            events_table.insert().values(
+                user_id="u1", item_id="a", timestamp=1, behavior=None, value=None, ingested_at=0
+            )
+        )
+    engine.dispose()
+
+    store = EventStore(store_url)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.history("u1")["item_id"].to_list() == ["a"]
+    assert len(store.store_id) == 32 and store.erased_users() == {}
+    store.close()
+    reopened = EventStore(store_url)
+    assert reopened.store_id == store.store_id
+    reopened.close()
+
+
+def test_every_store_has_its_own_id(tmp_path: Path) -> None:
+    first = EventStore(f"sqlite:///{tmp_path / 'a.db'}")
+    second = EventStore(f"sqlite:///{tmp_path / 'b.db'}")
+    assert first.store_id != second.store_id
+    first.close()
+    second.close()
 
 
 def test_store_written_by_a_newer_evorec_is_refused(store: EventStore) -> None:
@@ -159,6 +194,22 @@ def test_delete_user_erases_only_that_user(store: EventStore) -> None:
     assert store.history("u1").height == 0
     assert store.delete_user("u1") == 0
     assert store.count() == 1
+
+
+def test_erasures_are_logged_and_a_returning_user_starts_over(store: EventStore) -> None:
+    store.add_events([event("u1", "a", 1), event("u2", "a", 1)])
+    store.delete_user("u1")
+    first = store.erased_users()
+    assert list(first) == ["u1"] and first["u1"] > 0
+    # posting again after the erasure: a new user with only the new events
+    store.add_events([event("u1", "b", 5)])
+    assert store.history("u1")["item_id"].to_list() == ["b"]
+    assert store.erased_users() == first
+    # a second erasure keeps one log row, with the later time
+    store.delete_user("u1")
+    second = store.erased_users()
+    assert list(second) == ["u1"] and second["u1"] >= first["u1"]
+    assert store.history("u1").height == 0 and store.has_user("u2")
 
 
 def test_concurrent_writers_lose_nothing(store: EventStore) -> None:

@@ -414,6 +414,12 @@ def update(
     reject_worse: Annotated[
         bool, typer.Option(help="write nothing when the hold-out NDCG@10 drops")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="--db is not the model's cut-off store: read its events after the cut-off time"
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Fine-tune a sequence model on the store's events after its cut-off; new version."""
@@ -425,7 +431,13 @@ def update(
     store = EventStore(db)
     try:
         result = run_update(
-            model_dir, store, out, config, progress=not quiet, reject_worse=reject_worse
+            model_dir,
+            store,
+            out,
+            config,
+            progress=not quiet,
+            reject_worse=reject_worse,
+            force=force,
         )
     finally:
         store.close()
@@ -435,7 +447,8 @@ def update(
     console.print(
         f"{counts['new_events']:,} new events: {counts['updated_users']:,} users updated "
         f"({counts['new_users']:,} new), {counts['new_items']:,} new items, "
-        f"{counts['replay_users']:,} users replayed"
+        f"{counts['replay_users']:,} users replayed, {counts['erased_users']:,} erased users "
+        "dropped"
     )
     table = Table(title=f"hold-out: last event of {counts['holdout_users']:,} updated users")
     table.add_column("model")

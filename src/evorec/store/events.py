@@ -5,12 +5,18 @@ Ids are stored as text; callers convert them back with the model dataset's id ty
 that leave the store are canonical events (``evorec.data.schema``) whose ``line`` column
 holds the store's event id: it orders events of equal timestamp by arrival and is the
 cursor of :meth:`EventStore.events`.
+
+Erasure: :meth:`EventStore.delete_user` deletes a user's events and records the user in
+``erased_users`` in the same transaction, so that a model update can drop the user's events
+from the model's own files too. A user who posts again afterwards starts over: the store
+then holds only the events posted after the erasure.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,14 +81,29 @@ store_meta = Table(
 )
 
 
+erased_table = Table(
+    "erased_users",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("erased_at", BigInteger, nullable=False),  # unix milliseconds, the latest erasure
+)
+
+STORE_ID = "store_id"  # store_meta key: a random id naming this store
+
+
 def _create_v1(conn: Connection) -> None:
     events_table.create(conn)
     store_meta.create(conn)
 
 
+def _erasure_log_and_store_id(conn: Connection) -> None:
+    erased_table.create(conn)
+    conn.execute(insert(store_meta).values(key=STORE_ID, value=uuid.uuid4().hex))
+
+
 # Ordered schema migrations: step ``n`` brings the schema from version ``n`` to ``n + 1``.
 # A new store runs them all; append steps, never edit released ones.
-MIGRATIONS = (_create_v1,)
+MIGRATIONS = (_create_v1, _erasure_log_and_store_id)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 STORE_SCHEMA = {
@@ -166,6 +187,7 @@ class EventStore:
         self.display_url = _safe(self.engine.url)
         with self._guard("open"):
             self._migrate()
+            self.store_id = self._meta(STORE_ID)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -188,6 +210,11 @@ class EventStore:
                 step(conn)
             conn.execute(version_table.update().values(version=SCHEMA_VERSION))
 
+    def _meta(self, key: str) -> str:
+        with self.engine.connect() as conn:
+            query = select(store_meta.c.value).where(store_meta.c.key == key)
+            return str(conn.execute(query).scalar_one())
+
     def schema_version(self) -> int:
         with self._guard("read"), self.engine.connect() as conn:
             return int(conn.execute(select(version_table.c.version)).scalar_one())
@@ -205,9 +232,12 @@ class EventStore:
         return len(rows)
 
     def delete_user(self, user_id: str) -> int:
-        """Erase every event of ``user_id``; returns how many."""
+        """Erase every event of ``user_id`` and log the erasure (``erased_users``, latest
+        time kept) in the same transaction; returns how many events were deleted."""
         with self._guard("write"), self._write() as conn:
             result = conn.execute(delete(events_table).where(events_table.c.user_id == user_id))
+            conn.execute(delete(erased_table).where(erased_table.c.user_id == user_id))
+            conn.execute(insert(erased_table).values(user_id=user_id, erased_at=_now_ms()))
         return result.rowcount
 
     def import_dataset(self, dataset: Dataset) -> int:
@@ -255,6 +285,13 @@ class EventStore:
             query = query.where(events_table.c.id > since)
         with self._guard("read"), self.engine.connect() as conn:
             return _frame(conn.execute(query).all())
+
+    def erased_users(self) -> dict[str, int]:
+        """Every erased user id with the time of its latest erasure (unix milliseconds)."""
+        with self._guard("read"), self.engine.connect() as conn:
+            return dict(
+                conn.execute(select(erased_table.c.user_id, erased_table.c.erased_at)).all()
+            )
 
     def has_user(self, user_id: str) -> bool:
         query = select(exists().where(events_table.c.user_id == user_id))

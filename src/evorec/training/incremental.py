@@ -10,6 +10,12 @@ start at the mean item row plus a little noise; old rows are kept), holds out ea
 user's last event, fine-tunes for a few epochs on the updated users' whole histories plus a
 replay sample of other users (against forgetting), and evaluates the old and the updated
 model on the same hold-out before the new version is written.
+
+The event id cursor belongs to one store: the manifest records the store's ``store_id`` and
+an update from another store is refused (``force``: read the events newer than the cut-off
+time instead). Users erased from the store (its erasure log) leave the new version: their
+events and id mapping rows are dropped from the parent's dataset, and the events they posted
+after their erasure come back as a new user's.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,10 +67,16 @@ class Cutoff:
 
     timestamp: int
     event_id: int | None = None
-    store: str | None = None
+    store: str | None = None  # the store's URL, for messages
+    store_id: str | None = None  # the store's identity, which the event id belongs to
 
     def to_dict(self) -> dict[str, Any]:
-        return {"timestamp": self.timestamp, "event_id": self.event_id, "store": self.store}
+        return {
+            "timestamp": self.timestamp,
+            "event_id": self.event_id,
+            "store": self.store,
+            "store_id": self.store_id,
+        }
 
 
 @dataclass
@@ -87,7 +100,12 @@ def read_cutoff(manifest: dict[str, Any], dataset: Dataset) -> Cutoff:
     recorded = manifest.get("cutoff")
     if not recorded:
         return dataset_cutoff(dataset)
-    return Cutoff(int(recorded["timestamp"]), recorded.get("event_id"), recorded.get("store"))
+    return Cutoff(
+        int(recorded["timestamp"]),
+        recorded.get("event_id"),
+        recorded.get("store"),
+        recorded.get("store_id"),
+    )
 
 
 def update_config(values: dict[str, Any]) -> UpdateConfig:
@@ -107,9 +125,12 @@ def update(
     *,
     progress: bool = False,
     reject_worse: bool = False,
+    force: bool = False,
 ) -> UpdateResult:
     """Update the model in ``model_dir`` with the events of ``store`` after its cut-off and
-    save it to ``out`` (atomically), with the parent version and the new cut-off."""
+    save it to ``out`` (atomically), with the parent version and the new cut-off; the
+    store's erased users are left out. ``force``: accept a store other than the cut-off's,
+    reading its events newer than the cut-off time."""
     from evorec.serving.engine import model_version
 
     config = config or UpdateConfig()
@@ -126,8 +147,8 @@ def update(
             f"{model_dir}: incremental update does not grow content item features "
             f"({', '.join(model.config.item_features)}); retrain it with evorec train"
         )
-    old_data = model._require_fitted()
-    cutoff = read_cutoff(manifest, old_data)
+    cutoff = check_store(read_cutoff(manifest, model._require_fitted()), store, force)
+    old_data, erased = drop_erased(model._require_fitted(), store.erased_users())
     fresh = new_events(store, cutoff)
     if fresh.height == 0:
         where = (
@@ -136,6 +157,8 @@ def update(
             else f"time {cutoff.timestamp}"
         )
         raise EvorecError(f"{store.display_url}: no events after the model's cut-off ({where})")
+    if erased:
+        fresh = with_returning(fresh, store, erased)
     data, is_new = extend_dataset(old_data, fresh)
     holdout, train_mask = hold_out_last(data, is_new)
     updated_users = np.unique(data.events[USER_IDX].to_numpy()[is_new])
@@ -157,10 +180,14 @@ def update(
             f"{old_scores['NDCG@10']:.4f} on the hold-out; nothing written"
         )
     new_cutoff = Cutoff(
-        max(cutoff.timestamp, int(fresh[TIME].max())), int(fresh[LINE].max()), store.display_url
+        max(cutoff.timestamp, int(fresh[TIME].max())),
+        int(fresh[LINE].max()),
+        store.display_url,
+        store.store_id,
     )
     counts = {
         "new_events": fresh.height,
+        "erased_users": len(erased),
         "new_users": data.n_users - old_data.n_users,
         "new_items": data.n_items - old_data.n_items,
         "updated_users": len(updated_users),
@@ -188,6 +215,57 @@ def update(
             files["run.yaml"] = (model_dir / "run.yaml").read_text()
     model.save(out, extra=extra, files=files)
     return UpdateResult(model, parent, new_cutoff, counts, old_scores, new_scores, fit_info)
+
+
+def check_store(cutoff: Cutoff, store: EventStore, force: bool) -> Cutoff:
+    """The cut-off to read ``store`` from: as recorded when its event id cursor belongs to
+    ``store``; with ``force``, another store is read from the cut-off time."""
+    if cutoff.store_id is None or cutoff.store_id == store.store_id:
+        return cutoff
+    if force:
+        return Cutoff(cutoff.timestamp)
+    raise EvorecError(
+        f"--db {store.display_url}: store {store.store_id} is not the model's cut-off store "
+        f"{cutoff.store_id} ({cutoff.store}, event id {cutoff.event_id}); give that store, "
+        f"or --force to read the events after time {cutoff.timestamp} from this one"
+    )
+
+
+def drop_erased(dataset: Dataset, erased: Iterable[str]) -> tuple[Dataset, list[str]]:
+    """``dataset`` without the users of ``erased`` (text ids): their events and id mapping
+    rows (the other users renumbered, in order) and their rows of the user table. Returns
+    it and the erased ids it held."""
+    text_ids = dataset.user_ids.cast(pl.Utf8)
+    gone = text_ids.is_in(pl.Series(list(erased), dtype=pl.Utf8).implode()).to_numpy()
+    if not gone.any():
+        return dataset, []
+    renumber = np.cumsum(~gone) - 1
+    events = dataset.events.filter(~pl.Series(gone).gather(dataset.events[USER_IDX]))
+    events = events.with_columns(
+        pl.Series(USER_IDX, renumber[events[USER_IDX].to_numpy()], dtype=pl.Int64)
+    )
+    users = dataset.users
+    if users is not None and USER in users.columns:
+        users = users.filter(~pl.col(USER).cast(pl.Utf8).is_in(text_ids.filter(gone).implode()))
+    kept = Dataset(
+        events,
+        dataset.user_ids.filter(~pl.Series(gone)),
+        dataset.item_ids,
+        dataset.items,
+        users,
+        dataset.behaviors,
+        dataset.has_time,
+        dataset.name,
+        dict(dataset.meta),
+    )
+    return kept, text_ids.filter(gone).to_list()
+
+
+def with_returning(fresh: pl.DataFrame, store: EventStore, erased: list[str]) -> pl.DataFrame:
+    """``fresh`` plus the stored events of erased users before the cursor: all posted after
+    their erasure, they come back as a new user's (in arrival order)."""
+    returning = store.histories(erased).filter(~pl.col(LINE).is_in(fresh[LINE].implode()))
+    return pl.concat([fresh, returning]).sort(LINE)
 
 
 def new_events(store: EventStore, cutoff: Cutoff) -> pl.DataFrame:
