@@ -232,6 +232,16 @@ def test_load_or_build_reuses_and_replaces_the_saved_index(
     assert len(list(tmp_path.iterdir())) == 1
 
 
+def test_an_index_that_cannot_be_saved_is_still_served(
+    items: np.ndarray, queries: np.ndarray, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "model"
+    blocked.write_text("a file where the model directory should be")
+    index = load_or_build_index(blocked, items, ANN["ivf"])
+    assert isinstance(index, IVFIndex) and index.search(queries, 5)[1].shape == (200, 5)
+    assert "item index not saved" in caplog.text
+
+
 def test_auto_kind_switches_to_hnsw_above_the_threshold(items: np.ndarray) -> None:
     assert isinstance(build_index(items, {"ann_threshold": N_ITEMS}), ExactIndex)
     assert isinstance(build_index(items, {"ann_threshold": N_ITEMS - 1}), HNSWIndex)

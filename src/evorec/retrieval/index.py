@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -24,6 +25,8 @@ import torch
 
 from evorec.errors import EvorecError, ModelDirError, UnknownIdError
 from evorec.retrieval.config import IndexKind, RetrievalConfig, retrieval_config
+
+log = logging.getLogger(__name__)
 
 SCORE_BUDGET = 2**25  # exact scores held at once (floats): bounds memory
 INDEX_FILE_PREFIX = "item-index-"
@@ -359,7 +362,11 @@ def load_or_build_index(
     if path.is_file():
         return load_index(path, config)
     index = build_index(vectors, config)
-    index.save(path)
+    try:
+        index.save(path)
+    except OSError as exc:  # e.g. a read-only model directory: serve, rebuild next time
+        log.warning("%s: item index not saved (%s)", path, exc.strerror or exc)
+        return index
     for stale in directory.glob(f"{INDEX_FILE_PREFIX}*.faiss"):
         if stale != path:
             stale.unlink(missing_ok=True)
