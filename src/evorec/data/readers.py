@@ -40,6 +40,7 @@ SUPPORTED_FORMATS = (
     "unisrec",
     "ciao",
     "lastfm",
+    "disencdr",
 )
 TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
@@ -149,7 +150,7 @@ def read_events(
         raise ConfigError(
             f"columns= and sep= apply only to the formats {', '.join(TABLE_FORMATS)}, not {fmt}"
         )
-    if path.is_dir() and fmt not in ("movielens", "unisrec", "ciao", "lastfm"):
+    if path.is_dir() and fmt not in ("movielens", "unisrec", "ciao", "lastfm", "disencdr"):
         raise DataError(f"the {fmt} format reads a file, not a directory", path=path)
     try:
         return _dispatch(path, fmt, columns, sep, on_bad_rows)
@@ -177,6 +178,8 @@ def _dispatch(
         return _read_ciao(path, on_bad_rows)
     if fmt == "lastfm":
         return _read_lastfm(path, on_bad_rows)
+    if fmt == "disencdr":
+        return _read_disencdr(path, on_bad_rows)
     return _read_unisrec(path, on_bad_rows)
 
 
@@ -195,10 +198,13 @@ def detect_format(path: str | Path) -> str:
             return "ciao"
         if "user_artists.dat" in names:
             return "lastfm"
+        if {"train.txt", "test_original.txt"} <= names:
+            return "disencdr"
         raise DataError(
             "cannot detect the format of this directory (expected MovieLens u.data, "
             "ratings.dat or ratings.csv, UniSRec *.inter files, Ciao rating.txt and trust.txt, "
-            "or HetRec Last.fm user_artists.dat); pass one of the formats "
+            "HetRec Last.fm user_artists.dat, or DisenCDR train.txt and test_original.txt); "
+            "pass one of the formats "
             + ", ".join(SUPPORTED_FORMATS),
             path=path,
         )
@@ -764,6 +770,28 @@ def _read_lastfm(path: Path, on_bad_rows: str) -> RawData:
         users = _friends_table(friends, edges, events[USER].dtype)
         sources.append(friends)
     return RawData(events, users=users, has_time=False, name=d.name, sources=sources)
+
+
+def _read_disencdr(path: Path, on_bad_rows: str) -> RawData:
+    """Read one domain of a DisenCDR cross-domain pair (Cao et al. 2022): ``train.txt``
+    (``user<TAB>item<TAB>1``) followed by ``test_original.txt`` (each user's held-out item)
+    in the same directory. The data has no times: a user's events keep file order, the
+    held-out items last, so that leave-one-out tests on them. Users share ids across the
+    two domains of a pair (``sport_cloth`` and ``cloth_sport``); items do not."""
+    d = path if path.is_dir() else path.parent
+    parts = []
+    for name in ("train.txt", "test_original.txt"):
+        df, line = _read_rows(d / name, "\t", ["user", "item", "rating"], skip_header=False)
+        events, _ = _events_from_table(
+            d / name, df, line, {USER: "user", ITEM: "item"}, on_bad_rows
+        )
+        parts.append(events)
+    train, test = parts
+    test = test.with_columns(pl.col(TIME) + train[TIME].max() + 1)
+    events = canonical_events(pl.concat([train, test]))
+    return RawData(
+        events, has_time=False, name=d.name, sources=[d / "train.txt", d / "test_original.txt"]
+    )
 
 
 def _read_numbers(path: Path, names: list[str]) -> tuple[pl.DataFrame, pl.Series]:

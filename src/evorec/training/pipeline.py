@@ -90,25 +90,48 @@ def train(
     )
     eval_seconds = time.perf_counter() - began
     if out is not None:
-        effective = config.model_copy(deep=True)
-        effective.model = {"name": model.name, **model.config.model_dump()}
-        model.save(
+        save_trained(
+            model,
+            config,
+            split,
+            result,
             out,
-            extra={
-                "run_config": effective.model_dump(mode="json"),
-                "protocol": split.protocol,
-                "test": result.to_dict(),
-                "cutoff": dataset_cutoff(split.full).to_dict(),
-            },
-            files={
-                "run.yaml": yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False),
-                "metrics.json": json.dumps(result.to_dict(), indent=2),
-            },
             # the final save replaces ``out``: keep the checkpoint so that a finished run can
             # be continued with more epochs (``--resume``)
             keep=(CHECKPOINT,) if isinstance(model, SequentialRecommender) else (),
         )
     return TrainResult(model, split, result, train_seconds, eval_seconds)
+
+
+def save_trained(
+    model: Recommender,
+    config: RunConfig,
+    split: Split,
+    result: EvalResult,
+    out: str | Path,
+    *,
+    extra: dict[str, Any] | None = None,
+    keep: tuple[str, ...] = (),
+) -> None:
+    """Save a trained model with its effective run config, protocol, test metrics and
+    cut-off (plus ``extra`` in the manifest), so that ``evaluate_model_dir`` can rerun it."""
+    effective = config.model_copy(deep=True)
+    effective.model = {"name": model.name, **model.config.model_dump()}
+    model.save(
+        out,
+        extra={
+            "run_config": effective.model_dump(mode="json"),
+            "protocol": split.protocol,
+            "test": result.to_dict(),
+            "cutoff": dataset_cutoff(split.full).to_dict(),
+            **(extra or {}),
+        },
+        files={
+            "run.yaml": yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False),
+            "metrics.json": json.dumps(result.to_dict(), indent=2),
+        },
+        keep=keep,
+    )
 
 
 def evaluate_model_dir(

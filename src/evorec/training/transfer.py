@@ -1,0 +1,249 @@
+"""Pretraining on source datasets and fine-tuning on a target catalogue.
+
+A sequence model splits into catalogue parameters (the id embedding table, attribute and
+numeric encoders: one row or column per item or attribute of one catalogue) and transferable
+ones: the trunk (position embeddings, attention or recurrent layers, norms) and, with
+``item_features=["text"]``, the text projection that turns any item's text embedding into
+its vector. Fine-tuning builds the target model with the pretrained settings, copies every
+transferable parameter, initialises the catalogue parameters afresh for the target and
+trains on the target with early stopping; ``freeze`` keeps the trunk or the transferred item
+encoder fixed.
+
+``pretrain`` trains on one or more source datasets: several sources are joined into one
+dataset whose user and item ids are prefixed with the source's position (``0:``, ``1:``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import ValidationError
+
+from evorec.config import RunConfig
+from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
+from evorec.data.schema import ITEM, USER
+from evorec.errors import ConfigError, EvorecError
+from evorec.evaluation.evaluator import evaluate
+from evorec.features import build_item_features
+from evorec.models.base import Recommender, read_manifest
+from evorec.models.sequential import SequenceNetwork, SequentialRecommender
+from evorec.training.pipeline import (
+    TrainResult,
+    build_model,
+    load_data,
+    make_split,
+    save_trained,
+)
+from evorec.training.pipeline import train as run_train
+
+Freeze = Literal["none", "trunk", "items"]
+FREEZE_CHOICES: tuple[str, ...] = ("none", "trunk", "items")
+# parameters with one row per item or attribute of a catalogue: never transferred
+CATALOGUE_PARAMS = ("item_embedding.", "item_encoder.attributes.", "item_encoder.numeric.")
+ITEM_SIDE = ("item_embedding.", "item_encoder.")
+
+
+class TransferError(EvorecError):
+    """A pretrained model that cannot be fine-tuned as asked."""
+
+
+def combine(datasets: list[Dataset]) -> Dataset:
+    """One dataset of several sources: user and item ids prefixed ``k:`` (source ``k``),
+    events and item tables stacked, behaviour codes mapped onto the union of names."""
+    if len(datasets) == 1:
+        return datasets[0]
+    behaviors = list(dict.fromkeys(b for d in datasets for b in d.behaviors))
+    events, items, user_ids, item_ids = [], [], [], []
+    n_users = n_items = 0
+    for k, data in enumerate(datasets):
+        codes = {code: behaviors.index(name) for code, name in enumerate(data.behaviors)}
+        events.append(
+            data.events.with_columns(
+                pl.col(USER_IDX) + n_users,
+                pl.col(ITEM_IDX) + n_items,
+                pl.col("behavior").replace_strict(codes, default=None, return_dtype=pl.Int64),
+            )
+        )
+        user_ids.append(f"{k}:" + data.user_ids.cast(pl.Utf8))
+        item_ids.append(f"{k}:" + data.item_ids.cast(pl.Utf8))
+        if data.items is not None:
+            items.append(data.items.with_columns(f"{k}:" + pl.col(ITEM).cast(pl.Utf8)))
+        n_users += data.n_users
+        n_items += data.n_items
+    return Dataset(
+        pl.concat(events),
+        pl.concat(user_ids).alias(USER),
+        pl.concat(item_ids).alias(ITEM),
+        pl.concat(items, how="diagonal_relaxed") if items else None,
+        None,
+        behaviors,
+        all(d.has_time for d in datasets),
+        "+".join(d.name for d in datasets),
+        {"sources": [d.name for d in datasets]},
+    )
+
+
+def pretrain(
+    config: RunConfig,
+    sources: list[str],
+    out: str | Path,
+    *,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``config``'s sequence model on the joined ``sources`` (paths read with
+    ``config.data``'s format and preprocessing), evaluate on their held-out events, save."""
+    if not sources:
+        raise ConfigError("pretraining needs at least one source dataset (--data)")
+    model = build_model(config)
+    if not isinstance(model, SequentialRecommender):
+        raise TransferError(f"pretraining needs a sequence model, not {model.name}")
+    datasets = [load_data(config.data.model_copy(update={"path": s})) for s in sources]
+    config = config.model_copy(deep=True)
+    config.data.path = sources[0]
+    return run_train(config, out, dataset=combine(datasets), progress=progress)
+
+
+def load_pretrained(path: str | Path) -> SequentialRecommender:
+    """The pretrained sequence model in ``path``; one-line errors otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TransferError(f"{path}: pretrained model directory not found (--from)")
+    read_manifest(path)
+    model = Recommender.load(path)
+    if not isinstance(model, SequentialRecommender):
+        raise TransferError(
+            f"{path}: holds a {model.name} model; only sequence models can be fine-tuned"
+        )
+    return model
+
+
+def target_model(source: SequentialRecommender, overrides: dict[str, Any]) -> SequentialRecommender:
+    """A new model of the source's class with its settings and the given overrides."""
+    name = overrides.pop("name", source.name)
+    if name != source.name:
+        raise TransferError(
+            f"cannot fine-tune a pretrained {source.name} model as {name}; "
+            f"drop --model or pass --model {source.name}"
+        )
+    values = {**source.config.model_dump(), **overrides}
+    try:
+        return type(source)(type(source).config_class(**values))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"invalid {name} setting {err['loc'][0]}: {err['msg']}") from None
+
+
+def transfer_parameters(source: SequenceNetwork, target: SequenceNetwork) -> list[str]:
+    """Copy every transferable parameter of ``source`` into ``target``; the names copied.
+
+    Catalogue parameters stay as initialised; a transferable parameter missing from the
+    target, or of another shape, makes the models incompatible."""
+    state = target.state_dict()
+    copied = []
+    for key, value in source.state_dict().items():
+        if key.startswith(CATALOGUE_PARAMS):
+            continue
+        if key not in state:
+            raise TransferError(
+                f"incompatible model: the pretrained parameter {key} has no counterpart "
+                "in the target (another item_features or fusion setting?)"
+            )
+        if state[key].shape != value.shape:
+            raise TransferError(
+                f"incompatible model: parameter {key} is {tuple(value.shape)} pretrained "
+                f"but {tuple(state[key].shape)} in the target (dim, layers, heads, max_len "
+                "and item features must match the pretrained model)"
+            )
+        state[key] = value
+        copied.append(key)
+    missing = [k for k in state if not k.startswith(CATALOGUE_PARAMS) and k not in copied]
+    if missing:
+        raise TransferError(
+            f"incompatible model: the target parameter {missing[0]} was not pretrained "
+            "(another item_features or fusion setting?)"
+        )
+    target.load_state_dict(state)
+    return copied
+
+
+def freeze_choice(value: str) -> Freeze:
+    """``value`` checked against the freeze choices."""
+    if value not in FREEZE_CHOICES:
+        raise ConfigError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def freeze_parameters(
+    network: SequenceNetwork, freeze: Freeze, transferred: list[str]
+) -> list[str]:
+    """Stop gradients of the transferred trunk (``trunk``) or the transferred item encoder
+    (``items``); returns the frozen parameter names."""
+    if freeze_choice(freeze) == "none":
+        return []
+    item_side = freeze == "items"
+    frozen = [k for k in transferred if k.startswith(ITEM_SIDE) == item_side]
+    if not frozen:
+        raise TransferError(
+            f"--freeze {freeze}: the pretrained model has no transferred "
+            f"{'item encoder (id-only items)' if item_side else 'trunk'} parameters to freeze"
+        )
+    parameters = dict(network.named_parameters())
+    for key in frozen:
+        parameters[key].requires_grad_(False)
+    return frozen
+
+
+def finetune(
+    from_dir: str | Path,
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    freeze: Freeze = "none",
+    dataset: Dataset | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Fine-tune the pretrained model in ``from_dir`` on ``config``'s target data (or
+    ``dataset``): transfer, optional freezing, training with early stopping on the target's
+    validation split, test evaluation and, with ``out``, an atomic save that records where
+    the model was transferred from."""
+    from evorec.training.trainer import SequenceTrainer
+
+    source = load_pretrained(from_dir)
+    model = target_model(source, dict(config.model))
+    dataset = dataset if dataset is not None else load_data(config.data)
+    split = make_split(dataset, config.data.split)
+    torch.manual_seed(model.config.seed)
+    np.random.seed(model.config.seed)
+    began = time.perf_counter()
+    kinds = model.config.item_features
+    model.dataset = split.train
+    if kinds != ["id"]:
+        model.features = build_item_features(
+            split.train, kinds, text_model=model.config.text_model, progress=progress
+        )
+    model.network = model._build(split.train.n_items)
+    transferred = transfer_parameters(source._network(), model.network)
+    frozen = freeze_parameters(model.network, freeze, transferred)
+    model.fit_info = SequenceTrainer(model, split.train, split.valid, progress=progress).run()
+    model.dataset = split.full
+    train_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    result = evaluate(
+        model, split.test, ks=tuple(config.evaluation.ks), filter_seen=config.evaluation.filter_seen
+    )
+    eval_seconds = time.perf_counter() - began
+    if out is not None:
+        source_info = {
+            "from": str(Path(from_dir).resolve()),
+            "source_data": source._require_fitted().name,
+            "freeze": freeze,
+            "transferred": transferred,
+            "frozen": frozen,
+        }
+        save_trained(model, config, split, result, out, extra={"transfer": source_info})
+    return TrainResult(model, split, result, train_seconds, eval_seconds)
