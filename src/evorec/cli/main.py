@@ -467,6 +467,78 @@ def update(
 
 
 @app.command()
+def pretrain(
+    data: Annotated[list[str], typer.Option("--data", help="source dataset path (repeatable)")],
+    out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
+    fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="sequence model")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Pretrain a sequence model on one or more source datasets (for evorec finetune)."""
+    from evorec.config import load_run_config
+    from evorec.training.transfer import pretrain as run_pretrain
+
+    run_config = load_run_config(config, _overrides(sets))
+    if fmt is not None:
+        run_config.data.format = fmt
+    if model is not None:
+        run_config.model["name"] = model
+    result = run_pretrain(run_config, data, out, progress=not quiet)
+    console.print(metrics_table(f"{result.model.name} source test", result.test.metrics))
+    console.print(f"pretrained model saved to [bold]{out}[/bold]")
+
+
+@app.command()
+def finetune(
+    from_dir: Annotated[Path, typer.Option("--from", help="pretrained model directory")],
+    data: Annotated[str, typer.Option("--data", help="target dataset path")],
+    out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
+    freeze: Annotated[
+        str, typer.Option(help="keep fixed: none, trunk (sequence encoder), items (item encoder)")
+    ] = "none",
+    fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="override, e.g. epochs=20 or lr=0.001")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Fine-tune a pretrained sequence model on a target dataset (new item catalogue)."""
+    from evorec.config import load_run_config
+    from evorec.training.transfer import finetune as run_finetune
+    from evorec.training.transfer import freeze_choice, load_pretrained
+
+    choice = freeze_choice(freeze)
+    source = load_pretrained(from_dir)  # a missing or wrong --from fails before reading
+    run_config = load_run_config(config, _overrides(sets))
+    run_config.data.path = data
+    if fmt is not None:
+        run_config.data.format = fmt
+    # the pretrained model's class, unless --set name=... asks for another (an error)
+    named = [
+        s.split("=", 1)[1].strip()
+        for s in sets or []
+        if s.split("=", 1)[0].strip() in ("name", "model.name")
+    ]
+    run_config.model["name"] = named[-1] if named else source.name
+    result = run_finetune(from_dir, run_config, out, freeze=choice, progress=not quiet)
+    info = result.model.fit_info
+    console.print(
+        metrics_table(
+            f"{result.model.name} fine-tuned from {from_dir} (freeze {choice}), target test, "
+            f"{result.test.users} users",
+            result.test.metrics,
+        )
+    )
+    console.print(
+        f"model saved to [bold]{out}[/bold] (best epoch {info.get('best_epoch')}, "
+        f"{result.train_seconds:.1f}s)"
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the evorec version."""
     console.print(__version__)
