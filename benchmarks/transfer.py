@@ -53,7 +53,9 @@ def scores(model: Recommender, split: Split, short: int) -> dict[str, Any]:
     }
 
 
-def run_pair(pair: str, model: dict[str, Any], short: int, work: Path, save: Any) -> dict[str, Any]:
+def run_pair(
+    pair: str, model: dict[str, Any], short: int, work: Path, save: Any, target_only: bool
+) -> dict[str, Any]:
     """Target-only, pretraining and fine-tuning for one ``SOURCE:TARGET`` pair."""
     source_path, target_path = pair.split(":")
     config = RunConfig(data=DataConfig(path=target_path, preprocess=PREPROCESS), model=model)
@@ -73,6 +75,8 @@ def run_pair(pair: str, model: dict[str, Any], short: int, work: Path, save: Any
     began = time.perf_counter()
     result = run_train(config, dataset=target)
     report("target-only", scores(result.model, split, short), began)
+    if target_only:
+        return rows
     source = DataConfig(path=source_path, preprocess=PREPROCESS)
     began = time.perf_counter()
     pre = run_train(config.model_copy(update={"data": source}), work / "pretrained")
@@ -92,6 +96,7 @@ def main() -> None:
     parser.add_argument("--pair", action="append", required=True, help="SOURCE_DIR:TARGET_DIR")
     parser.add_argument("--set", action="append", default=[], help="SASRec key=value")
     parser.add_argument("--short", type=int, default=5, help="short history: <= this many events")
+    parser.add_argument("--target-only", action="store_true", help="the baseline alone")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     model: dict[str, Any] = {"name": "sasrec"}
@@ -106,7 +111,7 @@ def main() -> None:
                 out["pairs"][pair] = rows
                 args.out.write_text(json.dumps(out, indent=2))
 
-            run_pair(pair, dict(model), args.short, work, save)
+            run_pair(pair, dict(model), args.short, work, save, args.target_only)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -144,12 +144,14 @@ def test_text_projection_transfers_and_stays_fixed_with_freeze_items(
     datasets_dir: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
     full = read_events(datasets_dir / "amazon-scientific-text")
-    events = full.events.select("user_id", "item_id")
+    # the 100 most popular items (few texts to embed); each half of the users a dataset
+    top = full.events["item_id"].value_counts(sort=True).head(100)["item_id"]
+    events = full.events.select("user_id", "item_id").filter(pl.col("item_id").is_in(top.implode()))
     users = events["user_id"].unique().sort()
     halves = [users.head(len(users) // 2), users.tail(len(users) - len(users) // 2)]
     source, target = (
         from_frame(
-            events.filter(pl.col("user_id").is_in(part.implode())).head(2500),
+            events.filter(pl.col("user_id").is_in(part.implode())),
             timestamp=None,
             items=full.items,
             preprocess_config=PREPROCESS,
@@ -173,7 +175,9 @@ def test_text_projection_transfers_and_stays_fixed_with_freeze_items(
     torch.testing.assert_close(again.score(hist), tuned.score(hist), rtol=0, atol=0)
 
 
-def test_several_sources_are_joined_with_prefixed_ids(domains: dict[str, Path]) -> None:
+def test_several_sources_are_joined_with_prefixed_ids(
+    run, domains: dict[str, Path], tmp_path: Path, one_torch_thread: None
+) -> None:
     phone, sport = (load_dataset(domains[d], preprocess_config=PREPROCESS) for d in domains)
     joined = combine([phone, sport])
     assert joined.n_items == phone.n_items + sport.n_items
@@ -182,6 +186,14 @@ def test_several_sources_are_joined_with_prefixed_ids(domains: dict[str, Path]) 
     np.testing.assert_array_equal(
         joined.histories[phone.n_users], sport.histories[0] + phone.n_items
     )
+    sets = [a for s in [*SMALL[:-2], "epochs=1"] for a in ("--set", s)]
+    result = run(
+        "pretrain", "--data", domains["phone"], "--data", domains["sport"], "--model", "sasrec",
+        "--out", tmp_path / "both", "--quiet", *sets, *PREP_SETS,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    model = Recommender.load(tmp_path / "both")
+    assert model.n_items == joined.n_items and model.dataset.name == "phone+sport"
 
 
 @pytest.mark.parametrize(
