@@ -20,6 +20,10 @@ Ingest: ``--clients`` concurrent clients post batches of ``--batch`` events to
 ``POST /events`` for ``--ingest-seconds``; afterwards the store must hold exactly the
 acknowledged events.
 
+``--workers 1,2`` repeats the whole measurement for each number of uvicorn worker processes
+(``serve --workers N``) and prints the maximum sustained rate, CPU per request and ingest
+rate against the first; server CPU is summed over the server's processes.
+
     python benchmarks/serve_load.py --work runs/serve-bench --out benchmarks/results/serve_load.json
 """
 
@@ -91,31 +95,42 @@ def build_model(work: Path, items: int, users: int, epochs: int, noise: float) -
     return path
 
 
-def start_server(model_dir: Path, db: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    model_dir: Path, db: str, log: Path, workers: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``evorec serve`` with ``workers`` processes, once every worker answers ``/health``
+    (new connections until each worker's ``X-Evorec-Worker`` header was seen)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    command += ["--db", db, "--port", str(port)]
+    command += ["--db", db, "--port", str(port), "--workers", str(workers)]
     server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    answered: set[str | None] = set()
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"server exited, see {log}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return server, url
+            response = httpx.get(f"{url}/health", timeout=2)
+            if response.status_code == 200:
+                answered.add(response.headers.get("x-evorec-worker"))
+                if len(answered) == workers:
+                    return server, url
         except httpx.TransportError:
             time.sleep(0.5)
     server.kill()
-    raise SystemExit("server did not answer /health")
+    raise SystemExit(f"not every worker answered /health, see {log}")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    """User + system CPU seconds of process ``pid`` and its descendants so far (Linux
+    ``/proc``; a descendant that has exited no longer counts)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 async def fixed_rate(
@@ -221,6 +236,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--ingest-seconds", type=float, default=30)
+    parser.add_argument(
+        "--workers", default="1", help="serve worker processes, one run each: e.g. 1,2"
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(
@@ -231,10 +249,37 @@ def main() -> None:
     model_dir = build_model(args.work, args.items, args.users, args.epochs, args.noise)
     dataset = evorec.load_model(model_dir).dataset
     assert dataset is not None
+    results: dict[str, Any] = {"items": dataset.n_items, "users": dataset.n_users, "load": load}
+    runs: dict[str, dict[str, Any]] = {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        print(f"-- {workers} worker process{'es' if workers > 1 else ''}")
+        runs[str(workers)] = measure(model_dir, dataset, workers, args)
+    results["workers"] = runs
+    base_workers, base = next(iter(runs.items()))
+    for workers, run in list(runs.items())[1:]:
+        cpu, base_cpu = (r["steps"][0]["server_cpu_ms_per_request"] for r in (run, base))
+        ingest, base_ingest = (r["ingest"]["events_per_second"] for r in (run, base))
+        print(
+            f"{workers} vs {base_workers} workers: max sustained rate "
+            f"{run['max_sustained'] / max(base['max_sustained'], 1):.2f}x, server CPU per "
+            f"request at {run['steps'][0]['rate']:.0f} req/s {cpu / base_cpu:.2f}x, ingest "
+            f"{ingest / base_ingest:.2f}x"
+        )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, args.out)
+
+
+def measure(
+    model_dir: Path, dataset: Dataset, workers: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Latency steps, maximum sustained rate and ingest of one server configuration."""
     db_file = args.work / f"events-{time.time_ns()}.db"
     db = f"sqlite:///{db_file}"
-    server, url = start_server(model_dir, db, args.work / "server.log")
-    results: dict[str, Any] = {"items": dataset.n_items, "users": dataset.n_users, "load": load}
+    server, url = start_server(model_dir, db, args.work / "server.log", workers)
+    results: dict[str, Any] = {}
     try:
         users = np.random.default_rng(0).permutation(dataset.user_ids.to_numpy())
         paths = [f"/users/{u}/recommendations?k=10" for u in users]
@@ -289,11 +334,7 @@ def main() -> None:
         server.wait()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db_file}{suffix}").unlink(missing_ok=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, args.out)
+    return results
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ item the old model has no vector for.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -322,12 +321,9 @@ def test_watch_swaps_in_an_update_while_requests_run(
 
 
 def test_serve_watch_swaps_versions_in_a_running_server(base_dir: Path, tmp_path: Path) -> None:
-    from test_serving import free_port, start_server
+    from test_serving import free_port, retrained_copy, start_server
 
-    retrained = tmp_path / "v2"
-    shutil.copytree(base_dir, retrained)
-    manifest = retrained / "evorec-model.json"
-    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1, "note": 2'))
+    retrained = retrained_copy(base_dir, tmp_path / "v2")
     link = tmp_path / "current"
     point(link, base_dir)
     port = free_port()

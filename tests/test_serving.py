@@ -63,6 +63,14 @@ def topics(service: Service) -> dict[object, int]:
     return dict(zip(items["item_id"].to_list(), items["topic"].to_list(), strict=True))
 
 
+def retrained_copy(model_dir: Path, target: Path) -> Path:
+    """A copy of ``model_dir`` with another manifest: a new version to swap in."""
+    shutil.copytree(model_dir, target)
+    manifest = target / "evorec-model.json"
+    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1, "note": 2'))
+    return target
+
+
 def recommended(client: TestClient, user: object, **params: object) -> list[object]:
     response = client.get(f"/users/{user}/recommendations", params=params)
     assert response.status_code == 200, response.text
@@ -266,10 +274,7 @@ def test_write_and_admin_calls_need_the_api_key(model_dir: Path, tmp_path: Path)
 def test_reload_swaps_models_while_requests_run(
     service: Service, client: TestClient, model_dir: Path, tmp_path: Path
 ) -> None:
-    retrained = tmp_path / "sim-sasrec-v2"
-    shutil.copytree(model_dir, retrained)
-    manifest = retrained / "evorec-model.json"
-    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1, "note": 2'))
+    retrained = retrained_copy(model_dir, tmp_path / "sim-sasrec-v2")
     old = service.current.version
     user = service.current.dataset.user_ids[0]
     statuses: list[int] = []
@@ -397,3 +402,70 @@ def test_serve_reports_a_bad_model_dir_in_one_line(run, tmp_path: Path) -> None:
     assert result.code == 1
     assert result.err.startswith("error: ") and "model directory not found" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_reload_is_refused_when_several_workers_serve(model_dir: Path, tmp_path: Path) -> None:
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    client = TestClient(create_app(Service(model_dir, store, workers=2)))
+    response = client.post("/admin/reload")
+    assert response.status_code == 409 and "--watch" in response.json()["detail"]
+    store.close()
+
+
+def test_workers_share_the_store_sum_their_metrics_and_all_follow_the_watched_link(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evorec.serving.engine import model_version
+    from evorec.training.incremental import point
+
+    retrained = retrained_copy(model_dir, tmp_path / "v2")
+    link = tmp_path / "current"
+    point(link, model_dir)
+    old, new = model_version(model_dir), model_version(retrained)
+    user = evorec.load_model(model_dir).dataset.user_ids[0]
+    url = f"http://127.0.0.1:{port}" if (port := free_port()) else ""
+    options = ("--workers", "2", "--watch", "--watch-interval", "0.2")
+    server = start_server(link, f"sqlite:///{tmp_path / 'events.db'}", port, *options)
+
+    def get(path: str) -> httpx.Response:
+        return httpx.get(url + path, timeout=30)  # a new connection: any worker may answer
+
+    def workers_of(responses: list[httpx.Response]) -> set[str]:
+        assert {r.status_code for r in responses} == {200}
+        return {r.headers["x-evorec-worker"] for r in responses}
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            # both workers answer once both have loaded the model
+            deadline = time.monotonic() + 120
+            while len(workers_of(list(pool.map(get, ["/health"] * 16)))) < 2:
+                assert time.monotonic() < deadline, "one worker answered every request"
+            # a write through one worker is read through any other
+            for n in range(10):
+                body = {"user_id": "multi", "item_id": f"item-{n}", "timestamp": n}
+                assert httpx.post(url + "/events", json=body).status_code == 201
+                reads = list(pool.map(get, ["/users/multi/history"] * 8))
+                assert {len(r.json()["events"]) for r in reads} == {n + 1}
+            recs = list(pool.map(get, [f"/users/{user}/recommendations"] * 40))
+            assert len(workers_of(recs)) == 2
+            # counted by whichever worker answered, summed over both
+            text = get("/metrics").text
+            route = 'route="/users/{user_id}/recommendations"'
+            assert f'evorec_http_requests_total{{method="GET",{route},status="200"}} 40.0' in text
+            assert "evorec_events_ingested_total 10.0" in text
+            assert httpx.post(url + "/admin/reload").status_code == 409
+
+            point(link, retrained)
+            # every worker swapped once the old version is served by none
+            deadline = time.monotonic() + 120
+            while f'evorec_model_info{{version="{old}"}} 0.0' not in get("/metrics").text:
+                assert time.monotonic() < deadline, "a worker kept the old model"
+                time.sleep(0.2)
+            recs = list(pool.map(get, [f"/users/{user}/recommendations"] * 20))
+            assert {r.json()["model_version"] for r in recs} == {new}
+            assert f'evorec_model_info{{version="{new}"}} 1.0' in get("/metrics").text
+    finally:
+        server.terminate()
+        server.wait()

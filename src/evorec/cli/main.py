@@ -380,6 +380,9 @@ def serve(
     watch_interval: Annotated[
         float, typer.Option(min=0.1, help="seconds between polls with --watch")
     ] = 2.0,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes, each with the model loaded")
+    ] = 1,
 ) -> None:
     """Serve recommendations over HTTP from users' stored, live-updated histories."""
     from evorec.serving.server import serve as run_server
@@ -392,6 +395,7 @@ def serve(
         api_key=api_key,
         console=console,
         watch=watch_interval if watch else None,
+        workers=workers,
     )
 
 

@@ -6,15 +6,21 @@ Endpoints (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 - ``GET /users/{user_id}/recommendations``: top-K from the user's stored history.
 - ``POST /recommendations``: top-K for a raw history in the body.
 - ``GET /items/{item_id}/similar``, ``GET /users/{user_id}/history``.
-- ``DELETE /users/{user_id}``: erase the user's events (the id is unknown afterwards).
-- ``POST /admin/reload``: load a model (the same or another directory), then swap it in.
-- ``GET /health``, ``GET /metrics`` (Prometheus text).
+- ``DELETE /users/{user_id}``: erase the user's events (the id is unknown afterwards) and
+  log the erasure, so that the next ``evorec update`` leaves the user out of the model too.
+- ``POST /admin/reload``: load a model (the same or another directory), then swap it in
+  (one worker process only: refused when the service runs several).
+- ``GET /health``, ``GET /metrics`` (Prometheus text, summed over worker processes).
+
+A user's recommendations and history come from the store alone, never from the histories
+saved with the model: an erased user is unknown at once.
 
 Write and admin endpoints need the ``X-API-Key`` header when the service has a key.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -33,6 +39,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 from evorec import __version__
@@ -58,19 +65,28 @@ from evorec.serving.schemas import (
 from evorec.store import EventStore
 
 ATTRIBUTE_PREFIX = "attr."
+WORKER_HEADER = "X-Evorec-Worker"  # with several worker processes: the answering one's pid
+# set for worker processes (evorec.serving.server): metric values live in files there
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Service:
     """The served model, the event store and the metrics of one app.
 
     ``current`` is replaced whole on reload; a request reads it once and keeps that model
-    to the end."""
+    to the end. ``workers``: how many processes serve the same socket."""
 
     def __init__(
-        self, model_dir: str | Path, store: EventStore, api_key: str | None = None
+        self,
+        model_dir: str | Path,
+        store: EventStore,
+        api_key: str | None = None,
+        workers: int = 1,
     ) -> None:
         self.store = store
         self.api_key = api_key
+        self.workers = workers
+        self.multiprocess = MULTIPROC_DIR in os.environ
         self.current = ServedModel(model_dir)
         self._reload_lock = threading.Lock()
         self.registry = CollectorRegistry()
@@ -90,7 +106,11 @@ class Service:
             "evorec_events_ingested", "events committed to the store", registry=self.registry
         )
         self.model_info = Gauge(
-            "evorec_model_info", "the served model (value 1)", ["version"], registry=self.registry
+            "evorec_model_info",
+            "the served model (value 1; with workers, 1 while any worker serves it)",
+            ["version"],
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.reloads = Counter(
             "evorec_model_reloads", "models swapped in by reload", registry=self.registry
@@ -105,7 +125,9 @@ class Service:
             previous = self.current
             fresh = ServedModel(model_dir or previous.model_dir)
             self.current = fresh
-            self.model_info.clear()
+            self.model_info.labels(previous.version).set(0)
+            if not self.multiprocess:  # label sets cannot be removed from the shared files
+                self.model_info.clear()
             self.model_info.labels(fresh.version).set(1)
             self.reloads.inc()
         return fresh.version, previous.version
@@ -129,6 +151,8 @@ def create_app(service: Service) -> FastAPI:
         try:
             response = await call_next(request)
             status = response.status_code
+            if service.workers > 1:
+                response.headers[WORKER_HEADER] = str(os.getpid())
             return response
         finally:
             route = getattr(request.scope.get("route"), "path", "unmatched")
@@ -238,7 +262,8 @@ def create_app(service: Service) -> FastAPI:
 
     @app.delete("/users/{user_id}", dependencies=writer)
     def delete_user(user_id: str) -> Deleted:
-        """Erase every stored event of the user; afterwards the id is unknown."""
+        """Erase every stored event of the user and log the erasure (the next ``evorec
+        update`` drops the user from the model's files); afterwards the id is unknown."""
         deleted = service.store.delete_user(user_id)
         if deleted == 0:
             raise UnknownIdError(f"unknown user id {user_id!r}")
@@ -248,7 +273,14 @@ def create_app(service: Service) -> FastAPI:
     def reload(body: ReloadIn | None = None) -> Reloaded:
         """Load the model directory (default: the one served) and swap it in; requests in
         flight finish on the previous model. A directory that fails to load changes
-        nothing."""
+        nothing. Refused when several worker processes serve: a reload would reach one."""
+        if service.workers > 1:
+            raise HTTPException(
+                409,
+                f"{service.workers} worker processes serve this model and a reload reaches "
+                "one: serve with --watch and re-point the watched link (evorec update "
+                "--link); every worker swaps within its poll interval",
+            )
         version, previous = service.reload(body.model_dir if body else None)
         return Reloaded(model_version=version, previous_version=previous)
 
@@ -259,8 +291,12 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        """Prometheus text format."""
-        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text format; with worker processes, the sum over all of them."""
+        registry = service.registry
+        if service.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -1,17 +1,40 @@
-"""``evorec serve``: open the store, load the model, run the app under uvicorn."""
+"""``evorec serve``: open the store, load the model, run the app under uvicorn.
+
+With ``workers`` > 1, uvicorn runs that many worker processes on one socket; each opens
+the store and loads the model itself (the settings travel in ``EVOREC_SERVE_SETTINGS``),
+the parent validates and seeds first. Metrics are summed over the workers through
+prometheus-client's multiprocess mode, in a temporary ``PROMETHEUS_MULTIPROC_DIR``.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import faiss
 import torch
 import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel
 from rich.console import Console
 
-from evorec.serving.app import Service, create_app
+from evorec.serving.app import MULTIPROC_DIR, Service, create_app
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
+
+SETTINGS_ENV = "EVOREC_SERVE_SETTINGS"
+WORKER_HEALTHCHECK_S = 120  # seconds a worker may leave uvicorn's ping unanswered
+
+
+class WorkerSettings(BaseModel):
+    """What each worker process needs to build its service."""
+
+    model_dir: Path
+    db: str
+    api_key: str | None
+    watch: float | None
+    workers: int
 
 
 def serve(
@@ -23,27 +46,34 @@ def serve(
     api_key: str | None,
     console: Console,
     watch: float | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve ``model_dir`` until interrupted; bad settings fail before the port opens.
-    With ``watch`` (seconds), ``model_dir`` is polled and a new version swapped in."""
+    With ``watch`` (seconds), ``model_dir`` is polled and a new version swapped in (by
+    every worker)."""
     store = EventStore(db)
     try:
-        service = Service(model_dir, store, api_key=api_key)
+        service = Service(model_dir, store, api_key=api_key, workers=workers)
         if service.seeded:
             console.print(f"store seeded with {service.seeded:,} training events")
         console.print(
             f"serving {service.current.model.name} model {service.current.version} on "
             f"http://{host}:{port} (store {store.display_url}"
+            f"{f', {workers} worker processes' if workers > 1 else ''}"
             f"{', API key required for writes' if api_key else ''}"
             f"{f', watching {model_dir} every {watch:g}s' if watch else ''})",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
-        # one intra-op thread per request: requests run in parallel already, and idle
-        # OpenMP threads spinning between tiny kernels cost more CPU than the kernels
-        torch.set_num_threads(1)
-        faiss.omp_set_num_threads(1)
+        if workers > 1:
+            del service  # each worker loads its own
+            settings = WorkerSettings(
+                model_dir=model_dir, db=store.url, api_key=api_key, watch=watch, workers=workers
+            )
+            _run_workers(settings, host, port)
+            return
+        _one_thread_per_request()
         watcher = ModelWatcher(service, model_dir, watch).start() if watch else None
         try:
             uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
@@ -52,3 +82,40 @@ def serve(
                 watcher.stop()
     finally:
         store.close()
+
+
+def _run_workers(settings: WorkerSettings, host: str, port: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="evorec-metrics-") as metrics_dir:
+        # inherited by the spawned workers, read when they import prometheus-client
+        os.environ[MULTIPROC_DIR] = metrics_dir
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        uvicorn.run(
+            f"{__name__}:worker_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            # a worker loading its model on a busy machine may not answer the supervisor's
+            # ping for seconds; it would be killed and restarted, again and again
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            log_level="warning",
+        )
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process (uvicorn's factory), from ``EVOREC_SERVE_SETTINGS``.
+    Its watcher is a daemon thread that ends with the process."""
+    settings = WorkerSettings.model_validate_json(os.environ[SETTINGS_ENV])
+    _one_thread_per_request()
+    store = EventStore(settings.db)
+    service = Service(settings.model_dir, store, api_key=settings.api_key, workers=settings.workers)
+    if settings.watch:
+        ModelWatcher(service, settings.model_dir, settings.watch).start()
+    return create_app(service)
+
+
+def _one_thread_per_request() -> None:
+    # requests run in parallel already, and idle OpenMP threads spinning between tiny
+    # kernels cost more CPU than the kernels
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
