@@ -35,6 +35,7 @@ from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
 from evorec.training.incremental import (
     UpdateConfig,
+    drop_erased,
     extend_dataset,
     grow,
     point,
@@ -179,6 +180,26 @@ def test_text_ids_that_do_not_fit_turn_the_mapping_into_text(base_dir: Path) -> 
     user = extended.histories[int(extended.encode_users([str(first)])[0])]
     assert user[-1] == extended.encode_items(["sku-1"])[0]
     assert extended.encode_items([str(dataset.item_ids[0])])[0] == 0
+
+
+def test_drop_erased_renumbers_the_other_users_and_keeps_their_histories(
+    base_dir: Path,
+) -> None:
+    dataset = evorec.load_model(base_dir).dataset
+    users = pl.DataFrame({"user_id": dataset.user_ids, "age": range(dataset.n_users)})
+    dataset = dataset.with_events(dataset.events)
+    dataset.users = users
+    ids = dataset.user_ids.to_list()
+    gone = [str(ids[0]), str(ids[7]), "never-seen"]
+    kept, erased = drop_erased(dataset, gone)
+    assert erased == [str(ids[0]), str(ids[7])]
+    assert kept.user_ids.to_list() == ids[1:7] + ids[8:]
+    assert kept.users is not None and kept.users["user_id"].to_list() == kept.user_ids.to_list()
+    assert kept.n_events == dataset.n_events - sum(dataset.histories.lengths[[0, 7]])
+    for user in (1, 8, dataset.n_users - 1):
+        row = int(kept.encode_users([ids[user]])[0])
+        np.testing.assert_array_equal(kept.histories[row], dataset.histories[user])
+    assert drop_erased(dataset, ["never-seen"]) == (dataset, [])
 
 
 def test_cli_update_links_the_new_version_and_bad_inputs_are_one_line(
