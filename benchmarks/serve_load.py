@@ -259,10 +259,14 @@ def main() -> None:
     for workers, run in list(runs.items())[1:]:
         cpu, base_cpu = (r["steps"][0]["server_cpu_ms_per_request"] for r in (run, base))
         ingest, base_ingest = (r["ingest"]["events_per_second"] for r in (run, base))
+        sustained = (
+            f"{run['max_sustained'] / base['max_sustained']:.2f}x"
+            if base["max_sustained"]
+            else f"{run['max_sustained']:.0f} req/s against none"
+        )
         print(
-            f"{workers} vs {base_workers} workers: max sustained rate "
-            f"{run['max_sustained'] / max(base['max_sustained'], 1):.2f}x, server CPU per "
-            f"request at {run['steps'][0]['rate']:.0f} req/s {cpu / base_cpu:.2f}x, ingest "
+            f"{workers} vs {base_workers} workers: max sustained rate {sustained}, server CPU "
+            f"per request at {run['steps'][0]['rate']:.0f} req/s {cpu / base_cpu:.2f}x, ingest "
             f"{ingest / base_ingest:.2f}x"
         )
     if args.out is not None:
