@@ -204,8 +204,7 @@ def detect_format(path: str | Path) -> str:
             "cannot detect the format of this directory (expected MovieLens u.data, "
             "ratings.dat or ratings.csv, UniSRec *.inter files, Ciao rating.txt and trust.txt, "
             "HetRec Last.fm user_artists.dat, or DisenCDR train.txt and test_original.txt); "
-            "pass one of the formats "
-            + ", ".join(SUPPORTED_FORMATS),
+            "pass one of the formats " + ", ".join(SUPPORTED_FORMATS),
             path=path,
         )
     name = path.name.lower()
