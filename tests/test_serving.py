@@ -412,6 +412,21 @@ def test_reload_is_refused_when_several_workers_serve(model_dir: Path, tmp_path:
     store.close()
 
 
+def test_reload_re_points_the_watched_link(model_dir: Path, tmp_path: Path) -> None:
+    from evorec.training.incremental import point
+
+    link = tmp_path / "current"
+    point(link, model_dir)
+    retrained = retrained_copy(model_dir, tmp_path / "v2")
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    client = TestClient(create_app(Service(link, store, workers=2, watched_link=link)))
+    assert client.post("/admin/reload", json={"model_dir": str(retrained)}).status_code == 200
+    assert link.resolve() == retrained.resolve()
+    broken = client.post("/admin/reload", json={"model_dir": str(tmp_path / "missing")})
+    assert broken.status_code == 422 and link.resolve() == retrained.resolve()
+    store.close()
+
+
 def test_workers_share_the_store_sum_their_metrics_and_all_follow_the_watched_link(
     model_dir: Path, tmp_path: Path
 ) -> None:
@@ -455,9 +470,10 @@ def test_workers_share_the_store_sum_their_metrics_and_all_follow_the_watched_li
             route = 'route="/users/{user_id}/recommendations"'
             assert f'evorec_http_requests_total{{method="GET",{route},status="200"}} 40.0' in text
             assert "evorec_events_ingested_total 10.0" in text
-            assert httpx.post(url + "/admin/reload").status_code == 409
-
-            point(link, retrained)
+            # the reload swaps in one worker and re-points the link for the others
+            reload = httpx.post(url + "/admin/reload", json={"model_dir": str(retrained)})
+            assert reload.json() == {"model_version": new, "previous_version": old}
+            assert link.resolve() == retrained.resolve()
             # every worker swapped once the old version is served by none
             deadline = time.monotonic() + 120
             while f'evorec_model_info{{version="{old}"}} 0.0' not in get("/metrics").text:

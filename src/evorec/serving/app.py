@@ -8,8 +8,9 @@ Endpoints (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 - ``GET /items/{item_id}/similar``, ``GET /users/{user_id}/history``.
 - ``DELETE /users/{user_id}``: erase the user's events (the id is unknown afterwards) and
   log the erasure, so that the next ``evorec update`` leaves the user out of the model too.
-- ``POST /admin/reload``: load a model (the same or another directory), then swap it in
-  (one worker process only: refused when the service runs several).
+- ``POST /admin/reload``: load a model (the same or another directory), then swap it in;
+  when the service watches a link (``serve --watch``), the link is re-pointed at it too, so
+  that every worker process follows within its poll interval.
 - ``GET /health``, ``GET /metrics`` (Prometheus text, summed over worker processes).
 
 A user's recommendations and history come from the store alone, never from the histories
@@ -63,6 +64,7 @@ from evorec.serving.schemas import (
     StoredEvent,
 )
 from evorec.store import EventStore
+from evorec.training.incremental import point
 
 ATTRIBUTE_PREFIX = "attr."
 WORKER_HEADER = "X-Evorec-Worker"  # with several worker processes: the answering one's pid
@@ -74,7 +76,8 @@ class Service:
     """The served model, the event store and the metrics of one app.
 
     ``current`` is replaced whole on reload; a request reads it once and keeps that model
-    to the end. ``workers``: how many processes serve the same socket."""
+    to the end. ``workers``: how many processes serve the same socket; ``watched_link``:
+    the link that ``serve --watch`` polls, re-pointed by a reload."""
 
     def __init__(
         self,
@@ -82,10 +85,12 @@ class Service:
         store: EventStore,
         api_key: str | None = None,
         workers: int = 1,
+        watched_link: Path | None = None,
     ) -> None:
         self.store = store
         self.api_key = api_key
         self.workers = workers
+        self.watched_link = watched_link
         self.multiprocess = MULTIPROC_DIR in os.environ
         self.current = ServedModel(model_dir)
         self._reload_lock = threading.Lock()
@@ -273,15 +278,18 @@ def create_app(service: Service) -> FastAPI:
     def reload(body: ReloadIn | None = None) -> Reloaded:
         """Load the model directory (default: the one served) and swap it in; requests in
         flight finish on the previous model. A directory that fails to load changes
-        nothing. Refused when several worker processes serve: a reload would reach one."""
-        if service.workers > 1:
+        nothing. When the service watches a link, the link is re-pointed at the directory:
+        the other worker processes swap it in within their poll interval."""
+        link = service.watched_link
+        if service.workers > 1 and link is None:
             raise HTTPException(
                 409,
                 f"{service.workers} worker processes serve this model and a reload reaches "
-                "one: serve with --watch and re-point the watched link (evorec update "
-                "--link); every worker swaps within its poll interval",
+                "one: serve a link with --watch, then a reload re-points it",
             )
         version, previous = service.reload(body.model_dir if body else None)
+        if link is not None:
+            point(link, service.current.model_dir)
         return Reloaded(model_version=version, previous_version=previous)
 
     @app.get("/health")

@@ -3,7 +3,8 @@
 With ``workers`` > 1, uvicorn runs that many worker processes on one socket; each opens
 the store and loads the model itself (the settings travel in ``EVOREC_SERVE_SETTINGS``),
 the parent validates and seeds first. Metrics are summed over the workers through
-prometheus-client's multiprocess mode, in a temporary ``PROMETHEUS_MULTIPROC_DIR``.
+prometheus-client's multiprocess mode, in a temporary ``PROMETHEUS_MULTIPROC_DIR``. Each
+worker runs its own ``--watch``; a reload re-points the watched link, so that all follow.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def serve(
     every worker)."""
     store = EventStore(db)
     try:
-        service = Service(model_dir, store, api_key=api_key, workers=workers)
+        service = Service(
+            model_dir, store, api_key=api_key, workers=workers, watched_link=_link(model_dir, watch)
+        )
         if service.seeded:
             console.print(f"store seeded with {service.seeded:,} training events")
         console.print(
@@ -108,10 +111,21 @@ def worker_app() -> FastAPI:
     settings = WorkerSettings.model_validate_json(os.environ[SETTINGS_ENV])
     _one_thread_per_request()
     store = EventStore(settings.db)
-    service = Service(settings.model_dir, store, api_key=settings.api_key, workers=settings.workers)
+    service = Service(
+        settings.model_dir,
+        store,
+        api_key=settings.api_key,
+        workers=settings.workers,
+        watched_link=_link(settings.model_dir, settings.watch),
+    )
     if settings.watch:
         ModelWatcher(service, settings.model_dir, settings.watch).start()
     return create_app(service)
+
+
+def _link(model_dir: Path, watch: float | None) -> Path | None:
+    """The watched link a reload re-points, if the served path is one."""
+    return model_dir if watch and model_dir.is_symlink() else None
 
 
 def _one_thread_per_request() -> None:
