@@ -186,6 +186,19 @@ def test_several_sources_are_joined_with_prefixed_ids(
     np.testing.assert_array_equal(
         joined.histories[phone.n_users], sport.histories[0] + phone.n_items
     )
+    # item tables (texts) follow their items' prefixed ids
+    with_text = [
+        from_frame(
+            pl.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [5, 6, 7, 5, 6, 7]}),
+            timestamp=None,
+            items=pl.DataFrame({"item_id": [5, 6, 7], "text": [f"{k} a", f"{k} b", f"{k} c"]}),
+            preprocess_config=PREPROCESS,
+        )
+        for k in ("x", "y")
+    ]
+    items = combine(with_text).items
+    assert items is not None
+    assert items.select("item_id", "item_idx", "text").row(4) == ("1:6", 4, "y b")
     sets = [a for s in [*SMALL[:-2], "epochs=1"] for a in ("--set", s)]
     result = run(
         "pretrain", "--data", domains["phone"], "--data", domains["sport"], "--model", "sasrec",

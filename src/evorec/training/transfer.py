@@ -72,7 +72,8 @@ def combine(datasets: list[Dataset]) -> Dataset:
         user_ids.append(f"{k}:" + data.user_ids.cast(pl.Utf8))
         item_ids.append(f"{k}:" + data.item_ids.cast(pl.Utf8))
         if data.items is not None:
-            items.append(data.items.with_columns(f"{k}:" + pl.col(ITEM).cast(pl.Utf8)))
+            prefixed = pl.concat_str(pl.lit(f"{k}:"), pl.col(ITEM).cast(pl.Utf8))
+            items.append(data.items.with_columns(prefixed.alias(ITEM), pl.col(ITEM_IDX) + n_items))
         n_users += data.n_users
         n_items += data.n_items
     return Dataset(
