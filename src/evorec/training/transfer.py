@@ -46,6 +46,7 @@ FREEZE_CHOICES: tuple[str, ...] = ("none", "trunk", "items")
 # parameters with one row per item or attribute of a catalogue: never transferred
 CATALOGUE_PARAMS = ("item_embedding.", "item_encoder.attributes.", "item_encoder.numeric.")
 ITEM_SIDE = ("item_embedding.", "item_encoder.")
+MATCH = "dim, layers, heads, max_len, item_features and fusion must be the pretrained ones"
 
 
 class TransferError(EvorecError):
@@ -128,8 +129,8 @@ def target_model(source: SequentialRecommender, overrides: dict[str, Any]) -> Se
     name = overrides.pop("name", source.name)
     if name != source.name:
         raise TransferError(
-            f"cannot fine-tune a pretrained {source.name} model as {name}; "
-            f"drop --model or pass --model {source.name}"
+            f"cannot fine-tune a pretrained {source.name} model as {name}: fine-tuning "
+            "keeps the pretrained model's class"
         )
     values = {**source.config.model_dump(), **overrides}
     try:
@@ -152,21 +153,19 @@ def transfer_parameters(source: SequenceNetwork, target: SequenceNetwork) -> lis
         if key not in state:
             raise TransferError(
                 f"incompatible model: the pretrained parameter {key} has no counterpart "
-                "in the target (another item_features or fusion setting?)"
+                f"in the target ({MATCH})"
             )
         if state[key].shape != value.shape:
             raise TransferError(
                 f"incompatible model: parameter {key} is {tuple(value.shape)} pretrained "
-                f"but {tuple(state[key].shape)} in the target (dim, layers, heads, max_len "
-                "and item features must match the pretrained model)"
+                f"but {tuple(state[key].shape)} in the target ({MATCH})"
             )
         state[key] = value
         copied.append(key)
     missing = [k for k in state if not k.startswith(CATALOGUE_PARAMS) and k not in copied]
     if missing:
         raise TransferError(
-            f"incompatible model: the target parameter {missing[0]} was not pretrained "
-            "(another item_features or fusion setting?)"
+            f"incompatible model: the target parameter {missing[0]} was not pretrained ({MATCH})"
         )
     target.load_state_dict(state)
     return copied
