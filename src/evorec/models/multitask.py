@@ -6,11 +6,13 @@ hidden states to interest vectors scored against the shared item embeddings: the
 tower predicts the next event's item, the *purchase* tower the next item the user buys
 (trained only at positions whose next event is a purchase). The loss is
 ``item_weight · CE_item + purchase_weight · CE_purchase``; ``serve`` picks the tower whose
-vector is ``i``. ``purchase_weight=0, serve=item`` is the single-task model.
+vector is ``i``. ``purchase_weight=0, serve=item`` is the single-task model. Data without the
+purchase behaviour trains and serves the item tower alone (logged).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -21,12 +23,12 @@ from torch import nn
 
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
-from evorec.errors import ConfigError
 from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import EventFeatures, SequentialRecommender
 from evorec.training.loop import train_epochs
 
 TASKS = ("item", "purchase")
+log = logging.getLogger(__name__)
 
 
 class MultiTaskConfig(SASRecConfig):
@@ -56,11 +58,11 @@ class Tower(nn.Module):
 
 
 class MultiTaskNetwork(AttentionNetwork):
-    def __init__(self, n_items: int, n_behaviors: int, config: MultiTaskConfig) -> None:
+    def __init__(self, n_items: int, n_behaviors: int, config: MultiTaskConfig, serve: str) -> None:
         super().__init__(n_items + 1, config)
         self.behavior_embedding = nn.Embedding(n_behaviors + 1, config.dim, padding_idx=0)
         self.towers = nn.ModuleDict({task: Tower(config.dim, config.dropout) for task in TASKS})
-        self.serve = config.serve
+        self.serve = serve
 
     def trunk(self, items: torch.Tensor, features: EventFeatures | None) -> torch.Tensor:
         x = self.embed(items)
@@ -80,18 +82,23 @@ class MultiTask(SequentialRecommender):
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.n_behaviors = 0
+        self.serve: str = self.config.serve
 
     def build_network(self, n_items: int) -> MultiTaskNetwork:
-        return MultiTaskNetwork(n_items, self.n_behaviors, self.config)
+        return MultiTaskNetwork(n_items, self.n_behaviors, self.config, self.serve)
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
         config = self.config
-        if config.purchase_behavior not in train.behaviors:
-            raise ConfigError(
-                f"multitask: purchase_behavior '{config.purchase_behavior}' is not a behaviour "
-                f"of the data ({', '.join(train.behaviors) or 'none'})"
+        self.serve = config.serve
+        purchase = 0
+        if config.purchase_behavior in train.behaviors:
+            purchase = train.behaviors.index(config.purchase_behavior) + 1  # padded code
+        else:
+            self.serve = "item"
+            log.warning(
+                "multitask: no '%s' events in the data; training and serving the item tower",
+                config.purchase_behavior,
             )
-        purchase = train.behaviors.index(config.purchase_behavior) + 1  # padded code
         self.dataset = train
         self.n_behaviors = len(train.behaviors)
         network = self.build_network(train.n_items).to(self.device)
@@ -113,7 +120,7 @@ class MultiTask(SequentialRecommender):
                 hidden = network.trunk(items[:, :-1], features.map(lambda t: t[:, :-1]))
                 targets = items[:, 1:]
                 scored = {"item": targets > 0}
-                if features.behaviors is not None:
+                if purchase and features.behaviors is not None:
                     scored["purchase"] = features.behaviors[:, 1:] == purchase
                 loss = torch.zeros((), device=self.device)
                 for task, mask in scored.items():
@@ -139,8 +146,9 @@ class MultiTask(SequentialRecommender):
         )
 
     def _state(self) -> dict[str, Any]:
-        return {**super()._state(), "n_behaviors": self.n_behaviors}
+        return {**super()._state(), "n_behaviors": self.n_behaviors, "serve": self.serve}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.n_behaviors = int(state["n_behaviors"])
+        self.serve = state["serve"]
         super()._load_state(state)
