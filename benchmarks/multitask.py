@@ -3,7 +3,7 @@ against single-task next-item models, all on the same next-purchase split.
 
 Protocol: each user's last purchase is the target, the history every event before it;
 full ranking, seen items kept (most purchases are of items viewed before). Ratios are
-against MostPopular run in the same process.
+against the single-task SASRec (next item) run in the same process.
 
     .venv/bin/python benchmarks/multitask.py [--data PATH] [--min-events N] [--seeds N]
 """
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -61,17 +63,19 @@ def main() -> None:
         }
         results[name]["NDCG@10 std"] = float(np.std([s["NDCG@10"] for s in scores]))
         results[name]["train_seconds"] = float(np.mean(seconds))
-    baseline = results["pop"]["NDCG@10"]
-    print("| model | next-purchase NDCG@10 (± std over seeds) | HR@10 | × pop | train s |")
+        print(f"{name}: {results[name]}", flush=True)
+        if args.out:  # after every model, atomically: an interrupted run keeps what it did
+            tmp = Path(f"{args.out}.tmp")
+            tmp.write_text(json.dumps({"protocol": split.protocol, "results": results}, indent=2))
+            os.replace(tmp, args.out)
+    baseline = results["sasrec (next item)"]["NDCG@10"]
+    print("| model | next-purchase NDCG@10 (± std over seeds) | HR@10 | × sasrec | train s |")
     print("|---|---|---|---|---|")
     for name, row in results.items():
         print(
             f"| {name} | {row['NDCG@10']:.4f} ± {row['NDCG@10 std']:.4f} | {row['HR@10']:.4f} "
             f"| {row['NDCG@10'] / baseline:.2f} | {row['train_seconds']:.0f} |"
         )
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump({"protocol": split.protocol, "results": results}, handle, indent=2)
 
 
 if __name__ == "__main__":
