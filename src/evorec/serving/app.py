@@ -17,6 +17,11 @@ A user's recommendations and history come from the store alone, never from the h
 saved with the model: an erased user is unknown at once.
 
 Write and admin endpoints need the ``X-API-Key`` header when the service has a key.
+
+Reads (recommendations, similar items, health, metrics) run on the event loop: they are a
+few milliseconds of CPU under the GIL, which a thread hop would only lengthen, and requests
+that queue behind one another are answered in arrival order. Writes, which wait on the
+store's commit, and history listings run in the thread pool.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +46,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evorec import __version__
 from evorec.data.histories import Histories
@@ -138,6 +144,40 @@ class Service:
         return fresh.version, previous.version
 
 
+class Observe:
+    """Counts and times every HTTP request by route (plain ASGI: no per-request task or
+    body streaming, unlike ``@app.middleware``); tags answers with the worker's pid when
+    several processes serve."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        tag = self.service.workers > 1
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if tag:
+                    MutableHeaders(scope=message).append(WORKER_HEADER, str(os.getpid()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.service.requests.labels(method, route, str(status)).inc()
+            self.service.latency.labels(method, route).observe(time.perf_counter() - start)
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI app of a :class:`Service`."""
     app = FastAPI(
@@ -147,22 +187,7 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.service = service
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            if service.workers > 1:
-                response.headers[WORKER_HEADER] = str(os.getpid())
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            service.requests.labels(request.method, route, str(status)).inc()
-            service.latency.labels(request.method, route).observe(time.perf_counter() - start)
+    app.add_middleware(Observe, service=service)
 
     @app.exception_handler(EvorecError)
     async def evorec_error(_request: Request, exc: EvorecError) -> JSONResponse:
@@ -189,7 +214,7 @@ def create_app(service: Service) -> FastAPI:
         return Ingested(ingested=count)
 
     @app.get("/users/{user_id}/recommendations")
-    def user_recommendations(
+    async def user_recommendations(
         user_id: str,
         request: Request,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
@@ -211,7 +236,7 @@ def create_app(service: Service) -> FastAPI:
         return _recommendations(served, ranked, user_id)
 
     @app.post("/recommendations")
-    def history_recommendations(body: HistoryIn) -> Recommendations:
+    async def history_recommendations(body: HistoryIn) -> Recommendations:
         """Top-K items for a raw history (anonymous or session users)."""
         served = service.current
         items = [str(i) for i in body.items]
@@ -232,7 +257,7 @@ def create_app(service: Service) -> FastAPI:
         return _recommendations(served, ranked, None)
 
     @app.get("/items/{item_id}/similar")
-    def similar_items(
+    async def similar_items(
         item_id: str, request: Request, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10
     ) -> Similar:
         """The items whose vectors are closest (cosine); ``attr.<column>=<value>`` filters."""
@@ -293,12 +318,12 @@ def create_app(service: Service) -> FastAPI:
         return Reloaded(model_version=version, previous_version=previous)
 
     @app.get("/health")
-    def health() -> Health:
+    async def health() -> Health:
         service.store.ping()
         return Health(status="ok", model_version=service.current.version)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         """Prometheus text format; with worker processes, the sum over all of them."""
         registry = service.registry
         if service.multiprocess:
