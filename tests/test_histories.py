@@ -116,6 +116,44 @@ def test_last_zero_is_empty():
     assert h.last(1).to_lists() == [[3], [4]]
 
 
+@given(ragged, st.integers(2, 6), st.data())
+@SETTINGS
+def test_windows_cover_every_event(lists, width, data):
+    stride = data.draw(st.integers(1, width))
+    h = with_times(lists)
+    out = h.windows(width, stride)
+    times = ref_times(lists)
+    rows = out.timestamps // 1000 if len(out.items) else np.zeros(0, np.int64)
+    for r, s in enumerate(lists):
+        if not s:
+            continue
+        mine = [w for w in range(len(out)) if out.lengths[w] and rows[out.offsets[w]] == r]
+        windows = [out.to_lists()[w] for w in mine]
+        # the last window ends at the row's end; each earlier one ends stride events before
+        expected = []
+        stop = len(s)
+        while True:
+            expected.append((max(stop - width, 0), stop))
+            if stop - width <= 0:
+                break
+            stop -= stride
+        assert windows == [s[a:b] for a, b in expected]
+        assert [out.timestamps[out.offsets[w] : out.offsets[w + 1]].tolist() for w in mine] == [
+            times[r][a:b] for a, b in expected
+        ]
+        # with stride = width - 1, every event but the first is a next-item target once
+        if stride == width - 1:
+            targets = sorted(t for w in windows for t in w[1:])
+            assert targets == sorted(s[1:])
+
+
+def test_windows_hand_case():
+    h = Histories.from_lists([list(range(7)), [9], []])
+    assert h.windows(4, 3).to_lists() == [[3, 4, 5, 6], [0, 1, 2, 3], [9], []]
+    with pytest.raises(ValueError, match="stride"):
+        h.windows(3, 4)
+
+
 @given(ragged, st.integers(1, 10))
 @SETTINGS
 def test_padded(lists, max_len):

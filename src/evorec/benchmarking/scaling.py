@@ -168,4 +168,3 @@ def plot_sweep(results: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
-

@@ -99,6 +99,19 @@ class Histories:
         # start = length - n (not -n: -0 would mean "from the start" and keep everything)
         return self.slice_each(lengths - np.minimum(lengths, max(n, 0)), lengths)
 
+    def windows(self, width: int, stride: int) -> Histories:
+        """Every row cut into windows of at most ``width`` events that cover it whole: the
+        last window ends at the row's end, each earlier one ``stride`` events before the
+        next (``stride < width`` makes consecutive windows overlap by ``width - stride``)."""
+        if not 0 < stride <= width:
+            raise ValueError(f"need 0 < stride <= width, got stride {stride}, width {width}")
+        lengths = self.lengths
+        counts = 1 + (np.maximum(lengths - width, 0) + stride - 1) // stride
+        rows = np.repeat(np.arange(len(self)), counts)
+        from_end = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        stop = lengths[rows] - from_end * stride
+        return self.take(rows).slice_each(np.maximum(stop - width, 0), stop)
+
     def padded_events(self, max_len: int) -> PaddedEvents:
         """The last ``max_len`` events of each row, right-padded: items (``item + 1``,
         0 = padding) with the aligned timestamps and behaviours, and the row lengths."""

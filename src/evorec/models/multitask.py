@@ -103,8 +103,7 @@ class MultiTask(SequentialRecommender):
         self.n_behaviors = len(train.behaviors)
         network = self.build_network(train.n_items).to(self.device)
         self.network = network
-        histories = train.histories.last(self.train_window)
-        sequences = histories.take(np.flatnonzero(histories.lengths >= 2))
+        sequences = self.training_sequences(train.histories)
         optimizer = torch.optim.AdamW(
             network.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )

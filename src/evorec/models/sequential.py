@@ -60,6 +60,11 @@ class SequentialConfig(ModelConfig):
     negative_power: float = Field(
         0.75, ge=0, description="negatives drawn with probability ~ popularity ** power"
     )
+    train_on: Literal["all", "last"] = Field(
+        "all",
+        description="every event of each training history, cut into consecutive windows of "
+        "max_len, or only each history's last window",
+    )
     patience: int = Field(5, ge=1, description="epochs without validation gain before stopping")
     valid_users: int | None = Field(
         None, ge=1, description="validate on this many users (all when unset)"
@@ -154,6 +159,18 @@ class SequentialRecommender(Recommender):
     def train_window(self) -> int:
         """Events per training sequence: ``max_len`` inputs and the next-item target."""
         return self.config.max_len + 1
+
+    def training_sequences(self, histories: Histories) -> Histories:
+        """The sequences to train on, of at least two events each: every history cut into
+        :attr:`train_window` windows starting ``max_len`` apart (each event is a target
+        once), or only each history's last window (``train_on: last``)."""
+        window = self.train_window
+        cut = (
+            histories.windows(window, self.config.max_len)
+            if self.config.train_on == "all"
+            else histories.last(window)
+        )
+        return cut.take(np.flatnonzero(cut.lengths >= 2))
 
     def padded_batch(
         self, histories: Histories, width: int, device: torch.device

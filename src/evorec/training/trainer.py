@@ -54,9 +54,7 @@ class SequenceTrainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.resume = resume
         self.n_items = train.n_items
-        # Sequences of at least two events, cut to the model's training window.
-        histories = train.histories.last(model.train_window)
-        self.sequences = histories.take(np.flatnonzero(histories.lengths >= 2))
+        self.sequences = model.training_sequences(train.histories)
         self.valid = valid
         if valid is not None and self.config.valid_users and len(valid) > self.config.valid_users:
             rows = np.random.default_rng(self.config.seed).choice(
