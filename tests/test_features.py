@@ -11,14 +11,23 @@ import torch
 
 import evorec
 from evorec.data.dataset import Dataset
+from evorec.data.histories import Histories
 from evorec.data.load import from_frame, load_dataset
 from evorec.data.split import EvalSet
 from evorec.errors import ConfigError
 from evorec.evaluation.cold import cold_item_split, evaluate_cold
 from evorec.evaluation.evaluator import exclude_seen, target_ranks
-from evorec.features import ItemEncoder, TextEmbedder, build_item_features, item_columns
+from evorec.features import (
+    ItemEncoder,
+    TextEmbedder,
+    UserEncoder,
+    build_item_features,
+    build_user_features,
+    item_columns,
+)
 from evorec.features.items import numeric_matrix
 from evorec.features.text import cache_file
+from evorec.serving.engine import ServedModel
 
 TINY = {"dim": 16, "layers": 1, "max_len": 20, "epochs": 2, "batch_size": 256}
 
@@ -194,3 +203,115 @@ def test_text_sasrec_trains_on_real_text(
     assert 0 < metrics["NDCG@10"] <= metrics["HR@10"] <= 1
     recs = model.recommend(histories=[[scientific.item_ids[0]]], k=5)
     assert recs.height == 5
+
+
+# -- user profiles --------------------------------------------------------------------------
+
+
+def profile_dataset(n_users: int = 300, seed: int = 0) -> Dataset:
+    """Users of two groups (``gender`` a/b): every second event is a neutral item (0-9),
+    the others come from the group's own ten items (a: 10-19, b: 20-29). A history of
+    neutral items alone says nothing about the group; the profile does."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for user in range(n_users):
+        group = user % 2
+        for step in range(6):
+            users.append(user)
+            items.append(
+                int(rng.integers(0, 10))
+                if step % 2 == 0
+                else 10 + 10 * group + int(rng.integers(0, 10))
+            )
+    profiles = pl.DataFrame(
+        {
+            "user_id": np.arange(n_users),
+            "gender": ["a" if u % 2 == 0 else "b" for u in range(n_users)],
+            "age": rng.integers(18, 60, n_users),
+            "income": rng.normal(size=n_users),
+            "friends": [[(u + 1) % n_users] for u in range(n_users)],
+        }
+    )
+    return from_frame(
+        pl.DataFrame({"user_id": users, "item_id": items}),
+        timestamp=None,
+        users=profiles,
+        preprocess_config={"min_user_events": 1, "min_item_events": 1},
+        name="profiles",
+    )
+
+
+def test_user_features_tokens_and_numeric():
+    data = profile_dataset(20)
+    features = build_user_features(data)
+    assert features.n_users == data.n_users
+    # gender and age are categorical (friends is the social graph, not profile)
+    assert features.tokens.shape[1] == 2 and (features.tokens > 0).all()
+    assert features.numeric is not None and features.numeric.shape == (data.n_users, 1)
+    assert abs(features.numeric.mean()) < 1e-5
+    users = data.users
+    assert users is not None
+    gender = users.sort("user_idx")["gender"].to_list()
+    same = [u for u in range(data.n_users) if gender[u] == gender[0]]
+    # users of the same gender share that token
+    shared = set(features.tokens[same[0]]) & set(features.tokens[same[1]])
+    assert shared
+    encoder = UserEncoder(features, 8)
+    out = encoder(torch.tensor([0, 1, -1, data.n_users + 5]))
+    assert out.shape == (4, 8)
+    assert torch.equal(out[2], torch.zeros(8)) and torch.equal(out[3], torch.zeros(8))
+    assert not torch.equal(out[0], out[1])
+
+
+def test_user_features_need_a_profile(lastfm):
+    with pytest.raises(ConfigError, match="profile columns"):
+        build_user_features(lastfm)
+
+
+def group_share(model: evorec.Recommender, data: Dataset, users: np.ndarray) -> float:
+    """Share of the top-10 (items 10-29 only) from each user's own group, for neutral-only
+    histories."""
+    item_ids = data.item_ids.to_numpy()
+    neutral = [int(np.flatnonzero(item_ids == i)[0]) for i in (0, 1, 2)]
+    history = Histories.from_lists([neutral] * len(users))
+    history.users = users
+    scores = model.score(history).numpy()
+    group_items = [np.flatnonzero((item_ids >= 10) & (item_ids < 20)),
+                   np.flatnonzero(item_ids >= 20)]  # fmt: skip
+    candidates = np.concatenate(group_items)
+    user_ids = data.user_ids.to_numpy()[users]
+    share = []
+    for row, user in enumerate(user_ids):
+        top = candidates[np.argsort(-scores[row, candidates])[:10]]
+        share.append(np.isin(top, group_items[user % 2]).mean())
+    return float(np.mean(share))
+
+
+def test_user_profile_conditions_the_interest_vector(tmp_path):
+    data = profile_dataset()
+    settings = dict(TINY, epochs=30, dropout=0.0, lr=5e-3, batch_size=32)
+    plain = evorec.SASRec(settings).fit(data)
+    profiled = evorec.SASRec(settings, user_features=True).fit(data)
+    users = np.arange(data.n_users)
+    without, with_profile = group_share(plain, data, users), group_share(profiled, data, users)
+    assert without < 0.6 and with_profile > 0.8, (without, with_profile)
+    profiled.save(tmp_path / "m")
+    loaded = evorec.load_model(tmp_path / "m")
+    history = Histories.from_lists([[0, 1, 2]] * 3)
+    history.users = np.array([0, 1, -1])
+    assert np.allclose(loaded.encode(history), profiled.encode(history))
+    # no user known: the sequence alone
+    history.users = None
+    plain_vectors = profiled.encode(history)
+    assert np.allclose(plain_vectors[0], plain_vectors[2])
+    # the service looks a stored user up by id, so that the profile applies there too
+    served = ServedModel(tmp_path / "m")
+    events = pl.DataFrame({"item_id": ["0", "1", "2"], "timestamp": [1, 2, 3]})
+    tops = []
+    for user in ("0", "1", "unknown"):
+        history = served.history(events, user_id=user)
+        assert history.users is not None
+        tops.append(served.recommend(history, 10, history.items, None).items)
+    first_group = np.isin(served.dataset.item_ids.to_numpy()[tops[0]], np.arange(10, 20))
+    second_group = np.isin(served.dataset.item_ids.to_numpy()[tops[1]], np.arange(20, 30))
+    assert first_group.mean() > 0.5 and second_group.mean() > 0.5

@@ -63,13 +63,15 @@ def from_frame(
     behavior: str | None = None,
     value: str | None = None,
     items: Any = None,
+    users: Any = None,
     preprocess_config: PreprocessConfig | dict[str, Any] | None = None,
     name: str = "frame",
 ) -> Dataset:
-    """Build a dataset from a pandas or Polars DataFrame of events.
+    """Build a dataset from a pandas or Polars DataFrame of events, with optional item
+    (keyed by ``item_id``) and user (keyed by ``user_id``: profile columns) tables.
 
     Without a timestamp column, row order within each user is taken as time."""
-    df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
+    df = _polars(frame)
     missing = [c for c in (user, item) if c not in df.columns]
     if missing:
         raise DataError(f"column(s) {', '.join(missing)} not in the frame", field=missing[0])
@@ -83,8 +85,18 @@ def from_frame(
         df = df.with_columns(pl.col(TIME).dt.epoch("s"))
     if not has_time:
         df = df.with_columns(pl.int_range(pl.len()).over(USER).alias(TIME))
-    item_table = None
-    if items is not None:
-        item_table = items if isinstance(items, pl.DataFrame) else pl.from_pandas(items)
-    raw = RawData(canonical_events(df), items=item_table, has_time=has_time, name=name)
+    raw = RawData(
+        canonical_events(df),
+        items=_polars(items),
+        users=_polars(users),
+        has_time=has_time,
+        name=name,
+    )
     return preprocess(raw, PreprocessConfig.model_validate(preprocess_config or {}))
+
+
+def _polars(frame: Any) -> Any:
+    """A Polars DataFrame from a pandas or Polars one (None stays None)."""
+    if frame is None or isinstance(frame, pl.DataFrame):
+        return frame
+    return pl.from_pandas(frame)

@@ -123,35 +123,38 @@ def build_item_features(
 
 
 def attribute_tokens(
-    items: pl.DataFrame, columns: list[str], n_items: int
+    items: pl.DataFrame, columns: list[str], n_items: int, key: str = ITEM_IDX
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """CSR offsets and token ids of each item's distinct ``column=value`` tokens, and the
-    vocabulary size; tokens are numbered in sorted order, so the same table gives the same
-    ids."""
+    """CSR offsets and token ids of each row's distinct ``column=value`` tokens (rows =
+    internal indices in column ``key``), and the vocabulary size; tokens are numbered in
+    sorted order, so the same table gives the same ids."""
     frames = []
     for column in columns:
-        part = items.select(ITEM_IDX, pl.col(column))
+        part = items.select(key, pl.col(column))
         if isinstance(items.schema[column], pl.List):
             part = part.explode(column)
         frames.append(
             part.drop_nulls(column).select(
-                ITEM_IDX, token=pl.lit(f"{column}=") + pl.col(column).cast(pl.String)
+                key, token=pl.lit(f"{column}=") + pl.col(column).cast(pl.String)
             )
         )
     tokens = pl.concat(frames).unique(maintain_order=True)
     vocab = tokens["token"].unique().sort()
     codes = pl.DataFrame({"token": vocab, "code": np.arange(len(vocab), dtype=np.int64)})
-    tokens = tokens.join(codes, on="token").sort(ITEM_IDX, "code")
+    tokens = tokens.join(codes, on="token").sort(key, "code")
     offsets = np.zeros(n_items + 1, dtype=np.int64)
-    np.cumsum(np.bincount(tokens[ITEM_IDX].to_numpy(), minlength=n_items), out=offsets[1:])
+    np.cumsum(np.bincount(tokens[key].to_numpy(), minlength=n_items), out=offsets[1:])
     return offsets, tokens["code"].to_numpy().astype(np.int64), len(vocab)
 
 
-def numeric_matrix(items: pl.DataFrame, columns: list[str], n_items: int) -> np.ndarray:
-    """``[n_items, len(columns)]``: each column z-scored over the items that have it,
-    missing values (and items absent from the table) 0, the column mean."""
+def numeric_matrix(
+    items: pl.DataFrame, columns: list[str], n_items: int, key: str = ITEM_IDX
+) -> np.ndarray:
+    """``[n_items, len(columns)]`` (rows = internal indices in column ``key``): each column
+    z-scored over the rows that have it, missing values (and rows absent from the table) 0,
+    the column mean."""
     out = np.zeros((n_items, len(columns)), dtype=np.float32)
-    rows = items[ITEM_IDX].to_numpy()
+    rows = items[key].to_numpy()
     for j, column in enumerate(columns):
         values = items[column].cast(pl.Float64).fill_nan(None)
         mean, std = values.mean(), values.std()

@@ -23,6 +23,7 @@ from torch import nn
 
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
+from evorec.errors import ConfigError
 from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import EventFeatures, SequentialRecommender
 from evorec.training.loop import train_epochs
@@ -89,6 +90,8 @@ class MultiTask(SequentialRecommender):
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
         config = self.config
+        if config.user_features:
+            raise ConfigError("multitask does not read user profiles (user_features)")
         self.serve = config.serve
         purchase = 0
         if config.purchase_behavior in train.behaviors:

@@ -30,7 +30,10 @@ from evorec.features import (
     Fusion,
     ItemEncoder,
     ItemFeatures,
+    UserEncoder,
+    UserFeatures,
     build_item_features,
+    build_user_features,
 )
 from evorec.models.base import ModelConfig, Recommender
 
@@ -50,6 +53,11 @@ class SequentialConfig(ModelConfig):
     )
     fusion: Fusion = Field("sum", description="how item parts combine: sum, concat, gated")
     text_model: str = Field(DEFAULT_TEXT_MODEL, description="sentence model for item text")
+    user_features: bool = Field(
+        False,
+        description="add a vector of the user's profile (the user table's categorical and "
+        "numeric columns) to the interest vector",
+    )
     id_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of items trained without their id part (cold start)"
     )
@@ -137,6 +145,15 @@ class SequenceNetwork(nn.Module):
         """The item vectors ``v``, ``[n_items, dim]``: the table rows of real items."""
         return self.item_table()[1:]
 
+    def condition(self, hidden: torch.Tensor, users: np.ndarray | None) -> torch.Tensor:
+        """Hidden states ``[batch, ..., dim]`` plus each row's user-profile vector, when the
+        network has a user encoder and the rows' internal users are known."""
+        encoder = getattr(self, "user_encoder", None)
+        if encoder is None or users is None:
+            return hidden
+        profile = encoder(torch.from_numpy(users).to(hidden.device))
+        return hidden + profile.view(len(users), *[1] * (hidden.dim() - 2), -1)
+
 
 class SequentialRecommender(Recommender):
     """Base of the neural sequence models; training lives in :mod:`evorec.training`."""
@@ -148,6 +165,7 @@ class SequentialRecommender(Recommender):
         super().__init__(config, **overrides)
         self.network: SequenceNetwork | None = None
         self.features: ItemFeatures | None = None
+        self.user_features: UserFeatures | None = None
         self.checkpoint_path = None
         self.resume = False
 
@@ -214,16 +232,7 @@ class SequentialRecommender(Recommender):
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
         from evorec.training.trainer import SequenceTrainer
 
-        self.dataset = train
-        kinds = self.config.item_features
-        self.features = (
-            None
-            if kinds == ["id"]
-            else build_item_features(
-                train, kinds, text_model=self.config.text_model, progress=progress
-            )
-        )
-        self.network = self._build(train.n_items)
+        self._prepare(train, progress)
         trainer = SequenceTrainer(
             self,
             train,
@@ -233,6 +242,20 @@ class SequentialRecommender(Recommender):
             resume=self.resume,
         )
         self.fit_info = trainer.run()
+
+    def _prepare(self, train: Dataset, progress: bool) -> None:
+        """The training data's content and profile features, and a fresh network."""
+        self.dataset = train
+        kinds = self.config.item_features
+        self.features = (
+            None
+            if kinds == ["id"]
+            else build_item_features(
+                train, kinds, text_model=self.config.text_model, progress=progress
+            )
+        )
+        self.user_features = build_user_features(train) if self.config.user_features else None
+        self.network = self._build(train.n_items)
 
     def _build(self, n_items: int) -> SequenceNetwork:
         """:meth:`build_network`, with the item encoder when the model uses content."""
@@ -245,6 +268,8 @@ class SequentialRecommender(Recommender):
                 self.config.fusion,
                 self.config.id_dropout,
             )
+        if self.user_features is not None:
+            network.user_encoder = UserEncoder(self.user_features, self.config.dim)
         return network.to(self.device)
 
     def _network(self) -> SequenceNetwork:
@@ -265,7 +290,9 @@ class SequentialRecommender(Recommender):
                 batch = histories.take(rows)
                 items, features, read = self.inference_batch(batch, device)
                 hidden = network(items, features)
-                vectors = hidden[torch.arange(len(rows), device=device), read]
+                vectors = network.condition(
+                    hidden[torch.arange(len(rows), device=device), read], batch.users
+                )
                 vectors[torch.from_numpy(batch.lengths == 0).to(device)] = 0.0
                 out[rows] = vectors.float().cpu().numpy()
         network.train(was_training)
@@ -282,11 +309,15 @@ class SequentialRecommender(Recommender):
         }
         if self.features is not None:
             state["features"] = self.features.state()
+        if self.user_features is not None:
+            state["user_features"] = self.user_features.state()
         return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
         if "features" in state:
             self.features = ItemFeatures.from_state(state["features"])
+        if "user_features" in state:
+            self.user_features = UserFeatures.from_state(state["user_features"])
         self.network = self._build(int(state["n_items"]))
         self.network.load_state_dict(state["network"])
         self.network.eval()

@@ -231,7 +231,7 @@ def create_app(service: Service) -> FastAPI:
         events = service.store.history(user_id)
         if events.height == 0:
             raise UnknownIdError(f"unknown user id {user_id!r}")
-        history = served.history(events)
+        history = served.history(events, user_id=user_id)
         ranked = _rank(served, history, k, exclude_seen, allow, deny, _attributes(request))
         return _recommendations(served, ranked, user_id)
 

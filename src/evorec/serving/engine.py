@@ -50,6 +50,11 @@ class ServedModel:
         self.item_ids: list[Any] = dataset.item_ids.to_list()
         self.item_lookup = {str(item): n for n, item in enumerate(self.item_ids)}
         self.behavior_codes = {name: code for code, name in enumerate(dataset.behaviors)}
+        # models that read user profiles look users up by id; the others need no table
+        profiled = getattr(self.model, "user_features", None) is not None
+        self.user_lookup = (
+            {str(user): n for n, user in enumerate(dataset.user_ids.to_list())} if profiled else {}
+        )
 
     @property
     def n_items(self) -> int:
@@ -74,9 +79,12 @@ class ServedModel:
         index = self.item_lookup.get(item_id)
         return item_id if index is None else self.item_ids[index]
 
-    def history(self, events: pl.DataFrame, with_times: bool = True) -> Histories:
+    def history(
+        self, events: pl.DataFrame, with_times: bool = True, user_id: str | None = None
+    ) -> Histories:
         """One history row from events (``item_id`` text, chronological); events of items
-        the model does not know are dropped."""
+        the model does not know are dropped. ``user_id`` names the user for models that
+        read user profiles (unknown users have none)."""
         index = np.array([self.item_lookup.get(i, -1) for i in events[ITEM]], dtype=np.int64)
         known = index >= 0
         behaviors = None
@@ -85,7 +93,10 @@ class ServedModel:
             behaviors = np.asarray(codes, dtype=np.int64)[known]
         times = events[TIME].to_numpy().astype(np.int64)[known] if with_times else None
         offsets = np.array([0, int(known.sum())], dtype=np.int64)
-        return Histories(offsets, index[known], times, behaviors)
+        users = None
+        if self.user_lookup and user_id is not None:
+            users = np.array([self.user_lookup.get(user_id, -1)], dtype=np.int64)
+        return Histories(offsets, index[known], times, behaviors, users)
 
     # -- filters --------------------------------------------------------------------------
 

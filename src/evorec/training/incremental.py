@@ -147,6 +147,11 @@ def update(
             f"{model_dir}: incremental update does not grow content item features "
             f"({', '.join(model.config.item_features)}); retrain it with evorec train"
         )
+    if model.user_features is not None:
+        raise EvorecError(
+            f"{model_dir}: incremental update does not extend user profiles; retrain it "
+            "with evorec train"
+        )
     cutoff = check_store(read_cutoff(manifest, model._require_fitted()), store, force)
     old_data, erased = drop_erased(model._require_fitted(), store.erased_users())
     fresh = new_events(store, cutoff)

@@ -87,12 +87,11 @@ class SequenceTrainer:
 
     def loss(self, rows: np.ndarray) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the scored positions of the batch ``rows``, and their count."""
-        items, features, _ = self.model.padded_batch(
-            self.sequences.take(rows), self.model.train_window, self.device
-        )
+        batch = self.sequences.take(rows)
+        items, features, _ = self.model.padded_batch(batch, self.model.train_window, self.device)
         inputs, features, targets = self.model.training_example(items, features, self.generator)
         mask = targets > 0
-        hidden = self.forward(inputs, features)[mask]
+        hidden = self.network.condition(self.forward(inputs, features), batch.users)[mask]
         target = targets[mask] - 1
         weight = self.network.item_weights()
         if self.config.loss == "softmax":

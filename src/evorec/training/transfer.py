@@ -29,7 +29,6 @@ from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.schema import ITEM, USER
 from evorec.errors import ConfigError, EvorecError
 from evorec.evaluation.evaluator import evaluate
-from evorec.features import build_item_features
 from evorec.models.base import Recommender, read_manifest
 from evorec.models.sequential import SequenceNetwork, SequentialRecommender
 from evorec.training.pipeline import (
@@ -220,13 +219,7 @@ def finetune(
     torch.manual_seed(model.config.seed)
     np.random.seed(model.config.seed)
     began = time.perf_counter()
-    kinds = model.config.item_features
-    model.dataset = split.train
-    if kinds != ["id"]:
-        model.features = build_item_features(
-            split.train, kinds, text_model=model.config.text_model, progress=progress
-        )
-    model.network = model._build(split.train.n_items)
+    model._prepare(split.train, progress)
     transferred = transfer_parameters(source._network(), model.network)
     frozen = freeze_parameters(model.network, freeze, transferred)
     model.fit_info = SequenceTrainer(model, split.train, split.valid, progress=progress).run()
