@@ -1,10 +1,12 @@
 """Content features for SASRec: warm leave-one-out quality and cold-item ranking.
 
 For one dataset, in one process:
-1. leave-one-out, full ranking, seen items filtered: id-only SASRec (the baseline) against
-   SASRec with the given item features; NDCG@10 ratio to the baseline;
+1. leave-one-out, full ranking, seen items filtered: MostPopular, id-only SASRec (the
+   baseline) and SASRec with the given item features; NDCG@10 ratio to the baseline; and
+   each model again on very short histories (the test users' last 1, 2 and 3 events only);
 2. cold items (``--cold-fraction`` of the items held out of training): MostPopular, the
-   expected score of a random ranking, id-only SASRec and the content-aware SASRec.
+   expected score of a random ranking, id-only SASRec and the content-aware SASRec (trained
+   with ``--cold-id-dropout``).
 
     .venv/bin/python benchmarks/features.py --data PATH --features id,text [--set key=value]
 """
@@ -19,12 +21,13 @@ from typing import Any
 
 from evorec.config import apply_override
 from evorec.data.load import load_dataset
-from evorec.data.split import leave_one_out
+from evorec.data.split import EvalSet, leave_one_out
 from evorec.evaluation.cold import cold_item_split, evaluate_cold
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import MostPopular, SASRec
 
 METRICS = ("HR@10", "NDCG@10", "Recall@10")
+SHORT = (1, 2, 3)  # history lengths of the short-history slice
 
 
 def fit_and_score(model: Any, split: Any, score: Any) -> dict[str, Any]:
@@ -46,6 +49,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="SASRec key=value")
     parser.add_argument("--cold-fraction", type=float, default=0.1)
     parser.add_argument("--cold-features", help="features of the cold model (default --features)")
+    parser.add_argument(
+        "--cold-id-dropout",
+        type=float,
+        default=0.3,
+        help="id_dropout of the content-aware cold model (its content learns to stand alone)",
+    )
     parser.add_argument("--skip-warm", action="store_true", help="run the cold protocol only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -70,10 +79,16 @@ def main() -> None:
 
     if not args.skip_warm:
         split = leave_one_out(dataset)
-        for features in (["id"], kinds):
-            model = SASRec(settings, item_features=features)
-            row = fit_and_score(model, split, lambda m: evaluate(m, split.test))
-            report("warm", f"sasrec {'+'.join(features)}", row)
+        test = split.test
+        warm = [("pop", MostPopular())] + [
+            (f"sasrec {'+'.join(f)}", SASRec(settings, item_features=f)) for f in (["id"], kinds)
+        ]
+        for name, model in warm:
+            row = fit_and_score(model, split, lambda m: evaluate(m, test))
+            for n in SHORT:
+                short = EvalSet(test.users, test.histories.last(n), test.targets, test.filter_seen)
+                row[f"NDCG@10 last {n}"] = evaluate(model, short, ks=(10,)).metrics["NDCG@10"]
+            report("warm", name, row)
 
     cold = cold_item_split(dataset, fraction=args.cold_fraction, seed=0)
     out["cold_items"] = int(len(cold.cold_items))
@@ -82,7 +97,10 @@ def main() -> None:
     for name, model in (
         ("pop", MostPopular()),
         ("sasrec id", SASRec(settings)),
-        (f"sasrec {'+'.join(cold_kinds)}", SASRec(settings, item_features=cold_kinds)),
+        (
+            f"sasrec {'+'.join(cold_kinds)}",
+            SASRec(settings | {"id_dropout": args.cold_id_dropout}, item_features=cold_kinds),
+        ),
     ):
         report("cold", name, fit_and_score(model, cold.split, lambda m: evaluate_cold(m, cold)))
 
