@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,22 @@ def test_user_profile_conditions_the_interest_vector(tmp_path):
     first_group = np.isin(served.dataset.item_ids.to_numpy()[tops[0]], np.arange(10, 20))
     second_group = np.isin(served.dataset.item_ids.to_numpy()[tops[1]], np.arange(20, 30))
     assert first_group.mean() > 0.5 and second_group.mean() > 0.5
+
+
+def test_train_command_runs_the_cold_item_protocol(datasets_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evorec.cli.main import app
+
+    out = tmp_path / "cold"
+    args = ["train", "--data", str(datasets_dir / "amazon-s3rec" / "LastFM.txt"), "--model"]
+    args += ["sasrec", "--out", str(out), "--quiet", "--set", "data.split.method=cold-items"]
+    args += ["--set", "data.split.cold_fraction=0.2", "--set", "epochs=1", "--set", "dim=16"]
+    args += ["--set", "item_features=[id, attributes]"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "cold-items" in result.output
+    manifest = json.loads((out / "evorec-model.json").read_text())
+    cold = cold_item_split(load_dataset(datasets_dir / "amazon-s3rec" / "LastFM.txt"), 0.2)
+    assert manifest["protocol"]["cold_items"] == len(cold.cold_items)
+    assert manifest["test"]["users"] == len(cold.test)

@@ -16,10 +16,16 @@ from evorec.errors import ConfigError
 class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["leave-one-out", "temporal"] = "leave-one-out"
+    method: Literal["leave-one-out", "temporal", "cold-items"] = Field(
+        "leave-one-out",
+        description="cold-items: a share of the items held out of training entirely, the "
+        "test asks for them (evorec.evaluation.cold)",
+    )
     test_time: int | None = Field(None, description="temporal: unix time of the test cut")
     test_quantile: float = Field(0.9, gt=0, lt=1)
     valid_quantile: float = Field(0.8, gt=0, lt=1)
+    cold_fraction: float = Field(0.1, gt=0, lt=1, description="cold-items: share of items")
+    cold_seed: int = Field(0, description="cold-items: seed of the held-out items")
 
 
 class DataConfig(BaseModel):

@@ -15,6 +15,7 @@ from evorec.data.dataset import Dataset
 from evorec.data.load import load_dataset
 from evorec.data.split import Split, leave_one_out, temporal_split
 from evorec.errors import ConfigError, ModelDirError
+from evorec.evaluation.cold import cold_item_split
 from evorec.evaluation.evaluator import EvalResult, evaluate
 from evorec.models import get_model_class
 from evorec.models.base import Recommender, read_manifest
@@ -57,6 +58,17 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
             test_quantile=config.test_quantile,
             valid_quantile=config.valid_quantile,
         )
+    if config.method == "cold-items":
+        cold = cold_item_split(dataset, fraction=config.cold_fraction, seed=config.cold_seed)
+        warm = cold.split
+        protocol = {
+            "split": "cold-items",
+            "cold_fraction": config.cold_fraction,
+            "cold_items": len(cold.cold_items),
+            "cold_users": len(cold.test),
+            "filter_seen": cold.test.filter_seen,
+        }
+        return Split(warm.full, warm.train, warm.valid, cold.test, protocol)
     return leave_one_out(dataset)
 
 
