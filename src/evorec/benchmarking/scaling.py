@@ -16,6 +16,7 @@ from evorec.data.load import load_dataset
 from evorec.data.split import leave_one_out
 from evorec.errors import ConfigError
 from evorec.evaluation.evaluator import evaluate
+from evorec.io import write_atomic
 from evorec.models import get_model_class
 from evorec.models.sequential import SequentialRecommender
 from evorec.training.pipeline import count_parameters
@@ -163,8 +164,5 @@ def plot_sweep(results: dict[str, Any], path: Path) -> None:
     axes[0].set_ylabel("test NDCG@10")
     fig.suptitle(f"{results['model']} on {results['dataset']}: scaling")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
-    tmp.replace(path)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +15,7 @@ from rich.table import Table
 
 from evorec import __version__
 from evorec.errors import ConfigError, DataError, EvorecError
+from evorec.io import write_atomic, write_atomic_text
 
 app = typer.Typer(
     name="evorec",
@@ -221,28 +220,9 @@ def _read_user_file(path: Path) -> list[str]:
     return frame[column].cast(pl.Utf8).to_list()
 
 
-def write_atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def write_frame(frame: pl.DataFrame, path: Path) -> None:
-    """Write CSV or Parquet (by extension) through a temp file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
-            frame.write_parquet(tmp)
-        else:
-            frame.write_csv(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write CSV or Parquet (by extension), atomically."""
+    write_atomic(path, frame.write_parquet if path.suffix == ".parquet" else frame.write_csv)
 
 
 @app.command()

@@ -10,9 +10,6 @@ item is drawn from the mixture times the popularity, mostly without repeats; beh
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import polars as pl
 
 from evorec.data.schema import BEHAVIOR, ITEM, LINE, TIME, USER, RawData, canonical_events
 from evorec.errors import ConfigError
+from evorec.io import write_atomic
 
 BEHAVIORS = ("pv", "cart", "buy")
 BEHAVIOR_RATES = (0.88, 0.08, 0.04)
@@ -54,10 +52,10 @@ class SimulatedData:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         events = self.raw.events.select(USER, ITEM, TIME, BEHAVIOR)
-        _write_atomic(directory / "events.csv", events.write_csv)
+        write_atomic(directory / "events.csv", events.write_csv)
         if self.raw.items is not None:
-            _write_atomic(directory / "items.csv", self.raw.items.write_csv)
-        _write_atomic(directory / "truth.parquet", self.truth.write_parquet)
+            write_atomic(directory / "items.csv", self.raw.items.write_csv)
+        write_atomic(directory / "truth.parquet", self.truth.write_parquet)
         return directory
 
 
@@ -251,14 +249,3 @@ def _check_args(
         raise ConfigError(f"drift is a probability per step, got {drift}")
     if popularity_skew < 0:
         raise ConfigError(f"popularity_skew must be >= 0, got {popularity_skew}")
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through ``write`` into a temporary file, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.progress import Progress
 
 from evorec.data.download import data_home
 from evorec.errors import ConfigError
+from evorec.io import write_atomic
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 ENCODE_BATCH = 128
@@ -77,17 +77,7 @@ class TextEmbedder:
             return stored["hashes"], stored["vectors"]
 
     def _write_cache(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=".npz", dir=self.path.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, hashes=hashes, vectors=vectors)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, lambda tmp: np.savez(tmp, hashes=hashes, vectors=vectors))
 
     def embed(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """``[len(texts), model dim]`` float32 embeddings, from the cache where present."""

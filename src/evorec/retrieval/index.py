@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from evorec.errors import EvorecError, ModelDirError, UnknownIdError
+from evorec.io import write_atomic
 from evorec.retrieval.config import IndexKind, RetrievalConfig, retrieval_config
 
 log = logging.getLogger(__name__)
@@ -89,17 +88,7 @@ class ItemIndex(ABC):
 
     def save(self, path: str | Path) -> Path:
         """Write the index to ``path`` atomically (a temp file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomic(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
 
 
 class ExactIndex(ItemIndex):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +25,7 @@ from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
 from evorec.errors import ConfigError
 from evorec.evaluation.evaluator import evaluate
+from evorec.io import write_atomic
 
 if TYPE_CHECKING:
     from evorec.models.sequential import SequentialRecommender
@@ -116,15 +115,7 @@ class SequenceTrainer:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomic: written to a temp file in the same directory, then renamed."""
         assert self.checkpoint_path is not None
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=self.checkpoint_path.parent)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.checkpoint_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def _checkpoint_state(self, epoch: int, best: dict[str, Any], history: list) -> dict:
         return {
