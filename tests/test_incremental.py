@@ -425,3 +425,40 @@ def test_reject_worse_writes_nothing_when_the_hold_out_drops(
     assert not (tmp_path / "v2").exists()
     result = update(base_dir, store, tmp_path / "v2", settings)
     assert result.old["NDCG@10"] == pytest.approx(1.0) and result.new["NDCG@10"] < 1.0
+
+
+def test_a_content_aware_model_grows_its_features_and_updates(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    sim = simulate(n_users=120, n_items=80, n_topics=4, seed=2)
+    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    model = evorec.SASRec(
+        epochs=1, dim=16, max_len=20, device="cpu", item_features=["id", "attributes"]
+    ).fit(data)
+    model.save(tmp_path / "v1")
+    attributes = model.network.item_encoder.attributes.weight.detach().clone()
+    old_vectors = model.item_vectors()
+
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    store.import_dataset(data)
+    start = int(data.events["timestamp"].max()) + 1
+    store.add_events(
+        {"user_id": user, "item_id": NEW + (n + step) % 5, "timestamp": start + step}
+        for n, user in enumerate(data.user_ids.to_list()[:30])
+        for step in range(4)
+    )
+    result = update(tmp_path / "v1", store, tmp_path / "v2", UpdateConfig(epochs=1))
+    store.close()
+    updated = evorec.load_model(tmp_path / "v2")
+    assert result.counts["new_items"] == 5 and updated.n_items == data.n_items + 5
+    features = updated.features
+    assert features is not None and features.n_items == updated.n_items
+    # new items have no attribute tokens; old items keep theirs
+    lengths = np.diff(features.attribute_offsets)
+    assert (lengths[data.n_items :] == 0).all() and (lengths[: data.n_items] > 0).any()
+    assert features.trained[data.n_items :].all()
+    assert updated.network.item_encoder.attributes.weight.shape == attributes.shape
+    vectors = updated.item_vectors()
+    assert vectors.shape == (data.n_items + 5, old_vectors.shape[1])
+    assert np.isfinite(vectors).all()
+    assert len(updated.recommend(histories=[[NEW, NEW + 1]], k=5)) == 5

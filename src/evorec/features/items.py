@@ -58,6 +58,31 @@ class ItemFeatures:
             "n_attributes": self.n_attributes
         }
 
+    def extended(self, trained: np.ndarray) -> ItemFeatures:
+        """The features of a catalogue grown to ``len(trained)`` items: the items after the
+        current ones have no content (they are their id rows alone); ``trained`` replaces
+        the mask of items with training events."""
+        added = len(trained) - self.n_items
+        if added < 0:
+            raise ValueError(f"cannot shrink {self.n_items} items to {len(trained)}")
+
+        def rows(matrix: np.ndarray | None) -> np.ndarray | None:
+            if matrix is None:
+                return None
+            return np.vstack([matrix, np.zeros((added, matrix.shape[1]), matrix.dtype)])
+
+        offsets = self.attribute_offsets
+        if offsets is not None:
+            offsets = np.concatenate([offsets, np.full(added, offsets[-1], offsets.dtype)])
+        return ItemFeatures(
+            trained=np.asarray(trained, dtype=bool),
+            attribute_offsets=offsets,
+            attribute_values=self.attribute_values,
+            n_attributes=self.n_attributes,
+            numeric=rows(self.numeric),
+            text=rows(self.text),
+        )
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ItemFeatures:
         def array(key: str) -> np.ndarray | None:

@@ -142,11 +142,6 @@ def update(
             f"{model_dir}: incremental update needs a sequence model, not {model.name}; "
             "retrain it with evorec train"
         )
-    if model.features is not None:
-        raise EvorecError(
-            f"{model_dir}: incremental update does not grow content item features "
-            f"({', '.join(model.config.item_features)}); retrain it with evorec train"
-        )
     if model.user_features is not None:
         raise EvorecError(
             f"{model_dir}: incremental update does not extend user profiles; retrain it "
@@ -175,6 +170,12 @@ def update(
     train = data.with_events(events.drop("_row"))
 
     old_scores = evaluate_known(model, holdout, old_data.n_items)
+    if model.features is not None:
+        # items with events in this update join the trained ones (new items have no
+        # content: the store holds events only)
+        trained = np.zeros(data.n_items, dtype=bool)
+        trained[: old_data.n_items] = model.features.trained
+        model.features = model.features.extended(trained | (train.item_popularity > 0))
     grow(model, data.n_items, config)
     fit_info = fine_tune(model, train, config, progress)
     model.dataset = data
@@ -400,12 +401,17 @@ def _rank_metrics(metrics: dict[str, float]) -> dict[str, float]:
 def grow(model: SequentialRecommender, n_items: int, config: UpdateConfig) -> None:
     """Give the network an item table of ``n_items`` items: old rows kept, each new row
     the mean item row plus Gaussian noise (``noise`` x the rows' std). Other per-item rows
-    after the items (BERT4Rec's ``[MASK]``) move to the end."""
+    after the items (BERT4Rec's ``[MASK]``) move to the end. Content features grow with
+    empty content for the new items; the content encoders keep their parameters."""
     old_net = model._network()
     n_old = model.n_items
     added = n_items - n_old
-    if added == 0:
+    if added == 0 and model.features is None:
         return
+    features = model.features
+    if features is not None and features.n_items != n_items:
+        # new items come with events, not content: their id rows carry them
+        model.features = features.extended(np.concatenate([features.trained, np.ones(added, bool)]))
     generator = torch.Generator().manual_seed(config.seed)
     network: SequenceNetwork = model._build(n_items)
     state = network.state_dict()
