@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -420,3 +421,29 @@ def test_unreadable_inputs(tmp_path: Path) -> None:
     assert "not a directory" in str(error_of(tmp_path, "csv"))
     broken = write(tmp_path / "log.parquet", "not parquet")
     assert str(error_of(broken)).startswith(f"{broken}: cannot read")
+
+
+def test_amazon_category_with_metadata(datasets_dir: Path) -> None:
+    directory = datasets_dir / "amazon-magazine"
+    assert detect_format(directory) == "amazon"
+    assert detect_format(directory / "Magazine_Subscriptions.csv") == "amazon"
+    raw = read_events(directory)
+    assert raw.events.height == 89_689 and raw.has_time
+    assert raw.events["value"].is_between(1, 5).all()
+    items = raw.items
+    assert items is not None and items.height == 2_320  # metadata rows, repeats dropped
+    text = items.filter(pl.col("item_id") == "B00005N7P0")["text"][0]
+    assert "MaximumPC" in text or "Maximum PC" in text
+    # HTML (cut-off title tags, entities) does not reach the text
+    assert not items["text"].str.contains("<span|&amp;").any()
+    assert (items["text"].str.len_chars() > 0).all()
+
+
+def test_amazon_metadata_bad_line_is_named(tmp_path: Path) -> None:
+
+    (tmp_path / "Toys.csv").write_text("i1,u1,5.0,100\ni2,u1,4.0,200\n")
+    with gzip.open(tmp_path / "meta_Toys.json.gz", "wt") as handle:
+        handle.write('{"asin": "i1", "category": ["Toys", "Cars"], "title": "Racer"}\n')
+        handle.write("{not json\n")
+    with pytest.raises(DataError, match=r"meta_Toys.json.gz:2: not a JSON object"):
+        read_events(tmp_path)

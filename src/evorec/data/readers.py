@@ -10,6 +10,8 @@ when more than half of the rows are bad, or when ``on_bad_rows="error"`` and any
 
 from __future__ import annotations
 
+import gzip
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ SUPPORTED_FORMATS = (
     "ciao",
     "lastfm",
     "disencdr",
+    "amazon",
 )
 TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
@@ -150,7 +153,14 @@ def read_events(
         raise ConfigError(
             f"columns= and sep= apply only to the formats {', '.join(TABLE_FORMATS)}, not {fmt}"
         )
-    if path.is_dir() and fmt not in ("movielens", "unisrec", "ciao", "lastfm", "disencdr"):
+    if path.is_dir() and fmt not in (
+        "movielens",
+        "unisrec",
+        "ciao",
+        "lastfm",
+        "disencdr",
+        "amazon",
+    ):
         raise DataError(f"the {fmt} format reads a file, not a directory", path=path)
     try:
         return _dispatch(path, fmt, columns, sep, on_bad_rows)
@@ -180,6 +190,8 @@ def _dispatch(
         return _read_lastfm(path, on_bad_rows)
     if fmt == "disencdr":
         return _read_disencdr(path, on_bad_rows)
+    if fmt == "amazon":
+        return _read_amazon(path, on_bad_rows)
     return _read_unisrec(path, on_bad_rows)
 
 
@@ -200,10 +212,13 @@ def detect_format(path: str | Path) -> str:
             return "lastfm"
         if {"train.txt", "test_original.txt"} <= names:
             return "disencdr"
+        if _amazon_files(path):
+            return "amazon"
         raise DataError(
             "cannot detect the format of this directory (expected MovieLens u.data, "
             "ratings.dat or ratings.csv, UniSRec *.inter files, Ciao rating.txt and trust.txt, "
-            "HetRec Last.fm user_artists.dat, or DisenCDR train.txt and test_original.txt); "
+            "HetRec Last.fm user_artists.dat, DisenCDR train.txt and test_original.txt, or "
+            "Amazon <Category>.csv with meta_<Category>.json.gz); "
             "pass one of the formats " + ", ".join(SUPPORTED_FORMATS),
             path=path,
         )
@@ -219,6 +234,8 @@ def detect_format(path: str | Path) -> str:
         return "jsonl"
     if suffix in (".inter", ".text"):
         return "unisrec"
+    if suffix == ".csv" and (path.parent / f"meta_{path.stem}.json.gz").exists():
+        return "amazon"
     head = _head(path)
     if suffix == ".json" and head and _is_json_object(head[0]):
         return "jsonl"
@@ -769,6 +786,77 @@ def _read_lastfm(path: Path, on_bad_rows: str) -> RawData:
         users = _friends_table(friends, edges, events[USER].dtype)
         sources.append(friends)
     return RawData(events, users=users, has_time=False, name=d.name, sources=sources)
+
+
+def _amazon_files(directory: Path) -> list[tuple[Path, Path]]:
+    """``(<Category>.csv, meta_<Category>.json.gz)`` pairs in ``directory``."""
+    return [
+        (ratings, directory / f"meta_{ratings.stem}.json.gz")
+        for ratings in sorted(directory.glob("*.csv"))
+        if (directory / f"meta_{ratings.stem}.json.gz").exists()
+    ]
+
+
+def _read_amazon(path: Path, on_bad_rows: str) -> RawData:
+    """Read one category of the Amazon review data (Ni, Li, McAuley 2019): the ratings-only
+    file ``<Category>.csv`` (``item,user,rating,time`` rows, no header; rating as ``value``)
+    and the metadata ``meta_<Category>.json.gz`` beside it as the item table: ``categories``
+    (the category path below the top level) and ``text`` (title, brand, categories and
+    description, HTML stripped)."""
+    if path.is_file():
+        pairs = [(path, path.parent / f"meta_{path.stem}.json.gz")]
+    else:
+        pairs = _amazon_files(path)
+        if len(pairs) != 1:
+            raise DataError(
+                "expected one <Category>.csv with meta_<Category>.json.gz beside it, found "
+                f"{len(pairs)}; pass the ratings file",
+                path=path,
+            )
+    ratings, meta = pairs[0]
+    df, line = _read_rows(ratings, ",", ["item", "user", "rating", "time"], skip_header=False)
+    mapping = {USER: "user", ITEM: "item", VALUE: "rating", TIME: "time"}
+    events, _ = _events_from_table(ratings, df, line, mapping, on_bad_rows)
+    sources = [ratings]
+    items = None
+    if meta.exists():
+        items = _align_ids(_amazon_items(meta), ITEM, events[ITEM].dtype)
+        sources.append(meta)
+    return RawData(events, items=items, has_time=True, name=ratings.stem, sources=sources)
+
+
+_HTML_TAG = re.compile(r"<[^>]*(>|$)")  # a tag, or a tag cut off at the end of a field
+
+
+def _amazon_items(meta: Path) -> pl.DataFrame:
+    """One row per item of an Amazon metadata file (the first of repeated ``asin`` rows);
+    a line that is not a JSON object is a :class:`DataError` naming it."""
+    rows: dict[str, dict[str, object]] = {}
+    with gzip.open(meta, "rt", encoding="utf8") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not a JSON object: {exc.msg}", path=meta, line=number) from None
+            asin = record.get("asin") if isinstance(record, dict) else None
+            if not isinstance(asin, str) or not asin or asin in rows:
+                continue
+            categories = [html.unescape(str(c)) for c in record.get("category") or []][1:]
+            parts = [
+                str(record.get("title") or ""),
+                str(record.get("brand") or ""),
+                ", ".join(categories),
+                *(str(d) for d in record.get("description") or []),
+            ]
+            clean = (" ".join(html.unescape(_HTML_TAG.sub(" ", p)).split()) for p in parts)
+            text = ". ".join(p for p in clean if p)
+            rows[asin] = {ITEM: asin, "categories": categories, "text": text}
+    return pl.DataFrame(
+        list(rows.values()),
+        schema={ITEM: pl.String, "categories": pl.List(pl.String), "text": pl.String},
+    )
 
 
 def _read_disencdr(path: Path, on_bad_rows: str) -> RawData:
