@@ -3,6 +3,8 @@
 # 3 layers (about 40x in parameters), 50 events of history, leave-one-out, full ranking,
 # epochs capped at 25 (patience 4). Extra sizes: --size dim=256,layers=4 (and more epochs).
 # Results: benchmarks/results/hstu-scaling.{json,md,png} (summarised in docs/benchmarks.md).
+# A smaller size was added to the same results afterwards (docs/benchmarks.md):
+#   evorec sweep ... --size dim=4,layers=1 --add (same --data, --model and --set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/evorec -v sweep --data ../shared/datasets/ml-latest-small --model hstu \

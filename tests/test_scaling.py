@@ -89,3 +89,18 @@ def test_sweep_rejects_unknown_size_fields_and_non_sequence_models(run, tmp_path
         tmp_path / "s.json",
     )
     assert result.code == 1 and "sequence model" in result.err
+
+
+def test_sweep_add_merges_sizes_and_refuses_other_settings(run, datasets_dir: Path, tmp_path: Path):
+    out = tmp_path / "sweep.json"
+    base = ["sweep", "--data", datasets_dir / "amazon-s3rec" / "LastFM.txt", "--model", "sasrec"]
+    shared = ["--set", "epochs=1", "--set", "max_len=10", "--out", out, "--quiet"]
+    assert run(*base, "--size", "dim=16", *shared).code == 0
+    result = run(*base, "--size", "dim=8", *shared, "--add")
+    assert result.code == 0, result.err
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["size"] for r in runs] == [{"dim": 8}, {"dim": 16}]  # ordered by parameters
+    assert "dim=8" in out.with_suffix(".md").read_text()
+    other = run(*base, "--size", "dim=4", "--set", "epochs=2", *shared[2:], "--add")
+    assert other.code != 0 and "overrides" in other.err
+    assert len(json.loads(out.read_text())["runs"]) == 2

@@ -3,6 +3,7 @@ parameters and training FLOPs (the scaling curve), as JSON, Markdown and a PNG p
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,21 @@ def training_flops_per_position(model: SequentialRecommender, split_train: Any) 
     network.zero_grad(set_to_none=True)
     network.eval()
     return flops / max(positions, 1)
+
+
+def merge_sweeps(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the runs of ``previous`` added, ordered by parameters; both must be
+    the same model on the same data with the same shared settings."""
+    for key in ("path", "model", "overrides"):
+        if previous.get(key) != new[key]:
+            raise ConfigError(
+                f"cannot add to a sweep of another {key}: {previous.get(key)!r} there, "
+                f"{new[key]!r} here"
+            )
+    sizes = {json.dumps(run["size"], sort_keys=True) for run in new["runs"]}
+    kept = [r for r in previous["runs"] if json.dumps(r["size"], sort_keys=True) not in sizes]
+    runs = sorted(kept + new["runs"], key=lambda run: run["parameters"])
+    return {**new, "runs": runs}
 
 
 def run_sweep(

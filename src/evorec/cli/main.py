@@ -311,16 +311,39 @@ def sweep(
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="override for every size: key=value")
     ] = None,
+    add: Annotated[
+        bool, typer.Option("--add", help="add these sizes to the sweep already in --out")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train one model at several sizes: test NDCG@10 against parameters and training FLOPs."""
-    from evorec.benchmarking.scaling import parse_size, plot_sweep, run_sweep, sweep_table
+    from evorec.benchmarking.scaling import (
+        merge_sweeps,
+        parse_size,
+        plot_sweep,
+        run_sweep,
+        sweep_table,
+    )
+    from evorec.config import apply_override
+    from evorec.models import get_model_class
 
     parsed = [parse_size(s) for s in sizes]
     _check_bench_overrides([*(sets or []), *(f"{k}=0" for p in parsed for k in p)], [model])
+    previous = None
+    if add:
+        if not out.is_file():
+            raise ConfigError(f"--add: no sweep results at {out}")
+        previous = json.loads(out.read_text())
+        shared: dict[str, Any] = {}
+        for assignment in sets or []:
+            apply_override(shared, assignment)
+        header = {"path": data, "model": get_model_class(model).name, "overrides": shared}
+        merge_sweeps(previous, {**header, "runs": []})  # refuse before training
     results = run_sweep(
         data, model, parsed, fmt=fmt, overrides=sets or [], progress=not quiet, console=console
     )
+    if previous is not None:
+        results = merge_sweeps(previous, results)
     write_atomic_text(out, json.dumps(results, indent=2))
     write_atomic_text(out.with_suffix(".md"), sweep_table(results))
     plot_sweep(results, out.with_suffix(".png"))
