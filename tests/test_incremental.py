@@ -35,6 +35,7 @@ from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
 from evorec.training.incremental import (
     UpdateConfig,
+    UpdateResult,
     drop_erased,
     extend_dataset,
     grow,
@@ -374,12 +375,33 @@ def test_serve_watch_swaps_versions_in_a_running_server(base_dir: Path, tmp_path
     assert versions[0] == model_version(base_dir) and versions[-1] == model_version(retrained)
 
 
+def small_data() -> Dataset:
+    sim = simulate(n_users=120, n_items=80, n_topics=4, seed=2)
+    return preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+
+
+def update_with_new_items(data: Dataset, tmp_path: Path, new_items: int) -> UpdateResult:
+    """Store ``data`` plus 4 events each for 30 users over ``new_items`` brand-new items,
+    then update the model saved in ``tmp_path / "v1"`` into ``tmp_path / "v2"``."""
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    store.import_dataset(data)
+    start = int(data.events["timestamp"].max()) + 1
+    store.add_events(
+        {"user_id": user, "item_id": NEW + (n + step) % new_items, "timestamp": start + step}
+        for n, user in enumerate(data.user_ids.to_list()[:30])
+        for step in range(4)
+    )
+    try:
+        return update(tmp_path / "v1", store, tmp_path / "v2", UpdateConfig(epochs=1))
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("name", ["gru4rec", "lstm", "caser", "bert4rec", "tisasrec", "hstu"])
 def test_every_sequence_model_grows_and_updates(
     name: str, tmp_path: Path, one_torch_thread: None
 ) -> None:
-    sim = simulate(n_users=120, n_items=80, n_topics=4, seed=2)
-    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    data = small_data()
     model = get_model_class(name)(epochs=1, dim=16, max_len=20, device="cpu").fit(data)
     model.save(tmp_path / "v1")
     table = model.network.item_embedding.weight.detach().clone()
@@ -390,16 +412,7 @@ def test_every_sequence_model_grows_and_updates(
     torch.testing.assert_close(grown[:rows], table[:rows])
     torch.testing.assert_close(grown[rows + 7 :], table[rows:])
 
-    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    store.import_dataset(data)
-    start = int(data.events["timestamp"].max()) + 1
-    store.add_events(
-        {"user_id": user, "item_id": NEW + (n + step) % 7, "timestamp": start + step}
-        for n, user in enumerate(data.user_ids.to_list()[:30])
-        for step in range(4)
-    )
-    result = update(tmp_path / "v1", store, tmp_path / "v2", UpdateConfig(epochs=1))
-    store.close()
+    result = update_with_new_items(data, tmp_path, 7)
     updated = evorec.load_model(tmp_path / "v2")
     assert result.counts["new_items"] == 7 and updated.n_items == data.n_items + 7
     assert np.isfinite(updated.item_vectors()).all()
@@ -430,8 +443,7 @@ def test_reject_worse_writes_nothing_when_the_hold_out_drops(
 def test_a_content_aware_model_grows_its_features_and_updates(
     tmp_path: Path, one_torch_thread: None
 ) -> None:
-    sim = simulate(n_users=120, n_items=80, n_topics=4, seed=2)
-    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    data = small_data()
     model = evorec.SASRec(
         epochs=1, dim=16, max_len=20, device="cpu", item_features=["id", "attributes"]
     ).fit(data)
@@ -439,16 +451,7 @@ def test_a_content_aware_model_grows_its_features_and_updates(
     attributes = model.network.item_encoder.attributes.weight.detach().clone()
     old_vectors = model.item_vectors()
 
-    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    store.import_dataset(data)
-    start = int(data.events["timestamp"].max()) + 1
-    store.add_events(
-        {"user_id": user, "item_id": NEW + (n + step) % 5, "timestamp": start + step}
-        for n, user in enumerate(data.user_ids.to_list()[:30])
-        for step in range(4)
-    )
-    result = update(tmp_path / "v1", store, tmp_path / "v2", UpdateConfig(epochs=1))
-    store.close()
+    result = update_with_new_items(data, tmp_path, 5)
     updated = evorec.load_model(tmp_path / "v2")
     assert result.counts["new_items"] == 5 and updated.n_items == data.n_items + 5
     features = updated.features

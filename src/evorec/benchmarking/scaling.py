@@ -60,6 +60,18 @@ def training_flops_per_position(model: SequentialRecommender, split_train: Any) 
     return flops / max(positions, 1)
 
 
+def sweep_header(path: str, model_name: str, overrides: list[str]) -> dict[str, Any]:
+    """What makes two sweeps comparable: the data, the sequence model and the settings
+    shared by every size."""
+    model_cls = get_model_class(model_name)
+    if not issubclass(model_cls, SequentialRecommender):
+        raise ConfigError(f"sweep needs a sequence model; {model_name} is not one")
+    shared: dict[str, Any] = {}
+    for assignment in overrides:
+        apply_override(shared, assignment)
+    return {"path": str(path), "model": model_cls.name, "overrides": shared}
+
+
 def merge_sweeps(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` with the runs of ``previous`` added, ordered by parameters; both must be
     the same model on the same data with the same shared settings."""
@@ -88,21 +100,16 @@ def run_sweep(
     """Train ``model_name`` at each size (config overrides) on the leave-one-out split of
     ``path``; report test metrics, parameters and training FLOPs per size."""
     console = console or Console(quiet=True)
+    header = sweep_header(path, model_name, overrides or [])
     model_cls = get_model_class(model_name)
-    if not issubclass(model_cls, SequentialRecommender):
-        raise ConfigError(f"sweep needs a sequence model; {model_name} is not one")
-    shared: dict[str, Any] = {}
-    for assignment in overrides or []:
-        apply_override(shared, assignment)
+    shared = header["overrides"]
     dataset = load_dataset(path, fmt)
     split = leave_one_out(dataset)
     results: dict[str, Any] = {
         "dataset": Path(path).stem,
-        "path": str(path),
-        "model": model_cls.name,
+        **header,
         "stats": dataset.stats(),
         "filter_seen": split.test.filter_seen,
-        "overrides": shared,
         "runs": [],
     }
     for size in sizes:

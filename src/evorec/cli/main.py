@@ -322,10 +322,9 @@ def sweep(
         parse_size,
         plot_sweep,
         run_sweep,
+        sweep_header,
         sweep_table,
     )
-    from evorec.config import apply_override
-    from evorec.models import get_model_class
 
     parsed = [parse_size(s) for s in sizes]
     _check_bench_overrides([*(sets or []), *(f"{k}=0" for p in parsed for k in p)], [model])
@@ -334,11 +333,8 @@ def sweep(
         if not out.is_file():
             raise ConfigError(f"--add: no sweep results at {out}")
         previous = json.loads(out.read_text())
-        shared: dict[str, Any] = {}
-        for assignment in sets or []:
-            apply_override(shared, assignment)
-        header = {"path": data, "model": get_model_class(model).name, "overrides": shared}
-        merge_sweeps(previous, {**header, "runs": []})  # refuse before training
+        # refuse before training
+        merge_sweeps(previous, {**sweep_header(data, model, sets or []), "runs": []})
     results = run_sweep(
         data, model, parsed, fmt=fmt, overrides=sets or [], progress=not quiet, console=console
     )

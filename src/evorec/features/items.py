@@ -99,22 +99,28 @@ class ItemFeatures:
         )
 
 
-def item_columns(dataset: Dataset) -> dict[str, list[str]]:
-    """The item-table columns behind each content kind (see the module docstring)."""
-    out: dict[str, list[str]] = {"attributes": [], "numeric": [], "text": []}
-    if dataset.items is None:
-        return out
-    schema = dataset.items.schema
-    text = [c for c in TEXT_COLUMNS if c in schema][:1]
-    out["text"] = text
+def split_columns(schema: pl.Schema, skip: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    """The columns of a side table not in ``skip`` by kind: ``categorical`` (list, string
+    and integer columns) and ``numeric`` (float columns); others are left out."""
+    out: dict[str, list[str]] = {"categorical": [], "numeric": []}
     for column, dtype in schema.items():
-        if column in ID_COLUMNS or column in text:
+        if column in skip:
             continue
         if dtype.is_float():
             out["numeric"].append(column)
         elif isinstance(dtype, pl.List) or dtype == pl.String or dtype.is_integer():
-            out["attributes"].append(column)
+            out["categorical"].append(column)
     return out
+
+
+def item_columns(dataset: Dataset) -> dict[str, list[str]]:
+    """The item-table columns behind each content kind (see the module docstring)."""
+    if dataset.items is None:
+        return {"attributes": [], "numeric": [], "text": []}
+    schema = dataset.items.schema
+    text = [c for c in TEXT_COLUMNS if c in schema][:1]
+    kinds = split_columns(schema, [*ID_COLUMNS, *text])
+    return {"attributes": kinds["categorical"], "numeric": kinds["numeric"], "text": text}
 
 
 def build_item_features(

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
 from evorec.data.dataset import USER_IDX, Dataset
 from evorec.data.schema import USER
 from evorec.errors import ConfigError
-from evorec.features.items import attribute_tokens, numeric_matrix
+from evorec.features.items import attribute_tokens, numeric_matrix, split_columns
 
 NOT_PROFILE = (USER, USER_IDX, "friends")
 
@@ -61,17 +60,9 @@ class UserFeatures:
 
 def profile_columns(dataset: Dataset) -> dict[str, list[str]]:
     """The user-table columns that are categorical and numeric profile attributes."""
-    out: dict[str, list[str]] = {"categorical": [], "numeric": []}
     if dataset.users is None:
-        return out
-    for column, dtype in dataset.users.schema.items():
-        if column in NOT_PROFILE:
-            continue
-        if dtype.is_float():
-            out["numeric"].append(column)
-        elif isinstance(dtype, pl.List) or dtype == pl.String or dtype.is_integer():
-            out["categorical"].append(column)
-    return out
+        return {"categorical": [], "numeric": []}
+    return split_columns(dataset.users.schema, NOT_PROFILE)
 
 
 def build_user_features(dataset: Dataset) -> UserFeatures:

@@ -170,13 +170,7 @@ def update(
     train = data.with_events(events.drop("_row"))
 
     old_scores = evaluate_known(model, holdout, old_data.n_items)
-    if model.features is not None:
-        # items with events in this update join the trained ones (new items have no
-        # content: the store holds events only)
-        trained = np.zeros(data.n_items, dtype=bool)
-        trained[: old_data.n_items] = model.features.trained
-        model.features = model.features.extended(trained | (train.item_popularity > 0))
-    grow(model, data.n_items, config)
+    grow(model, data.n_items, config, with_events=train.item_popularity > 0)
     fit_info = fine_tune(model, train, config, progress)
     model.dataset = data
     new_scores = _rank_metrics(evaluate(model, holdout, ks=KS).metrics)
@@ -398,20 +392,31 @@ def _rank_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {name: value for name, value in metrics.items() if name.split("@")[0] in RANK_METRICS}
 
 
-def grow(model: SequentialRecommender, n_items: int, config: UpdateConfig) -> None:
+def grow(
+    model: SequentialRecommender,
+    n_items: int,
+    config: UpdateConfig,
+    with_events: np.ndarray | None = None,
+) -> None:
     """Give the network an item table of ``n_items`` items: old rows kept, each new row
     the mean item row plus Gaussian noise (``noise`` x the rows' std). Other per-item rows
     after the items (BERT4Rec's ``[MASK]``) move to the end. Content features grow with
-    empty content for the new items; the content encoders keep their parameters."""
+    empty content for the new items (they come with events, not content: their id rows
+    carry them); the content encoders keep their parameters. ``with_events`` marks the
+    items the coming training has events of: they join the trained items (default: the
+    new items)."""
     old_net = model._network()
     n_old = model.n_items
     added = n_items - n_old
-    if added == 0 and model.features is None:
-        return
     features = model.features
-    if features is not None and features.n_items != n_items:
-        # new items come with events, not content: their id rows carry them
-        model.features = features.extended(np.concatenate([features.trained, np.ones(added, bool)]))
+    if added == 0 and features is None:
+        return
+    if features is not None:
+        trained = np.concatenate([features.trained, np.ones(added, bool)])
+        if with_events is not None:
+            trained[n_old:] = False
+            trained |= with_events
+        model.features = features.extended(trained)
     generator = torch.Generator().manual_seed(config.seed)
     network: SequenceNetwork = model._build(n_items)
     state = network.state_dict()
