@@ -261,3 +261,14 @@ def test_multitask_heads_and_next_purchase_beats_most_popular(taobao_split, tmp_
     assert evaluate(model, test, filter_seen=False).metrics["HR@10"] > pop
     loaded = load_model(model.save(tmp_path / "m"))
     torch.testing.assert_close(loaded.score(test.histories), model.score(test.histories))
+
+
+def test_multitask_reads_item_content_like_the_other_sequence_models(taobao_split, tmp_path):
+    model = MultiTask(
+        epochs=1, dim=16, max_len=20, item_features=["id", "attributes"], valid_users=50
+    ).fit(taobao_split)
+    assert model.network.item_encoder is not None
+    loaded = load_model(model.save(tmp_path / "m"))
+    assert loaded.network.item_encoder is not None
+    histories = taobao_split.test.histories.take(np.arange(8))
+    torch.testing.assert_close(loaded.score(histories), model.score(histories))

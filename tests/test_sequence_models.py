@@ -305,6 +305,25 @@ def test_bert4rec_masks_only_real_positions(dataset):
     assert abs(masked.sum().item() / lengths.sum().item() - expected.item()) < 0.02
 
 
+def test_bert4rec_next_item_examples_mask_one_event_and_drop_the_rest(dataset):
+    model = fitted("bert4rec", dataset)
+    model.config.next_item_prob = 1.0
+    gen = torch.Generator().manual_seed(1)
+    items = torch.randint(1, dataset.n_items + 1, (300, 10), generator=gen)
+    items[::3, 5:] = 0
+    inputs, _, targets = model.training_example(items, EventFeatures(), gen)
+    masked = inputs == model.mask_token
+    assert torch.equal(masked.sum(1), torch.ones(300, dtype=torch.long))
+    cut = masked.long().argmax(1)
+    lengths = (items > 0).sum(1)
+    assert (cut >= 1).all() and (cut < lengths).all()
+    assert set(cut.tolist()) == set(range(1, 10))  # every position of the history is cut
+    torch.testing.assert_close(targets[masked], items[masked])
+    positions = torch.arange(10)
+    before, after = positions < cut[:, None], positions > cut[:, None]
+    assert torch.equal(inputs[before], items[before]) and not inputs[after].any()
+
+
 def test_bert4rec_loss_covers_masked_positions_only(dataset):
     model = fitted("bert4rec", dataset)
     trainer = SequenceTrainer(model, dataset, None)

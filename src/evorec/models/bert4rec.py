@@ -3,8 +3,11 @@ on the cloze task.
 
 Training masks each event with probability ``mask_prob`` (a sequence with none masked gets
 its last event masked) and predicts the masked items with cross-entropy over the catalogue;
-no other position is scored. At inference a ``[MASK]`` token is appended to the last
-``max_len - 1`` events and its hidden state is the interest vector ``i``.
+no other position is scored. A share ``next_item_prob`` of the sequences instead become
+next-item examples, the inference task: cut after a random event, which alone is masked
+(the paper's last-item samples, at every position of the history). At inference a
+``[MASK]`` token is appended to the last ``max_len - 1`` events and its hidden state is the
+interest vector ``i``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ class BERT4RecConfig(SASRecConfig):
     dropout: float = Field(0.1, ge=0, lt=1)
     heads: int = Field(2, ge=1)
     mask_prob: float = Field(0.2, gt=0, le=1, description="share of events masked in training")
+    next_item_prob: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of training sequences cut after a random event that alone is "
+        "masked (next-item examples)",
+    )
 
 
 class BERT4RecNetwork(AttentionNetwork):
@@ -67,13 +77,24 @@ class BERT4Rec(SequentialRecommender):
     def training_example(
         self, items: torch.Tensor, features: EventFeatures, generator: torch.Generator
     ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
-        """Cloze: masked inputs, and the original items as targets at masked positions only."""
+        """Cloze (and next-item) examples: masked inputs, and the original items as
+        targets at masked positions only."""
         real = items > 0
+        lengths = real.sum(1)
         draw = torch.rand(items.shape, generator=generator).to(items.device)
         masked = (draw < self.config.mask_prob) & real
         unmasked = (~masked.any(1)).nonzero().squeeze(1)
-        masked[unmasked, real[unmasked].sum(1) - 1] = True
-        return items.masked_fill(masked, self.mask_token), features, items * masked
+        masked[unmasked, lengths[unmasked] - 1] = True
+        inputs = items
+        if self.config.next_item_prob > 0:
+            rows = torch.rand(len(items), generator=generator).to(items.device)
+            rows = (rows < self.config.next_item_prob) & (lengths >= 2)
+            # the masked event: position 1 .. length - 1, the events after it dropped
+            cut = 1 + (torch.rand(len(items), generator=generator).to(items.device) * (lengths - 1))
+            positions = torch.arange(items.shape[1], device=items.device)
+            masked[rows] = positions == cut.long()[rows, None]
+            inputs = items.masked_fill(rows[:, None] & (positions > cut.long()[:, None]), 0)
+        return inputs.masked_fill(masked, self.mask_token), features, items * masked
 
     def inference_batch(
         self, histories: Histories, device: torch.device

@@ -6,8 +6,9 @@ hidden states to interest vectors scored against the shared item embeddings: the
 tower predicts the next event's item, the *purchase* tower the next item the user buys
 (trained only at positions whose next event is a purchase). The loss is
 ``item_weight · CE_item + purchase_weight · CE_purchase``; ``serve`` picks the tower whose
-vector is ``i``. ``purchase_weight=0, serve=item`` is the single-task model. Data without the
-purchase behaviour trains and serves the item tower alone (logged).
+vector is ``i``. ``purchase_weight=0, serve=item`` is the single-task model. Item content
+(``item_features``) and user profiles (``user_features``) enter as in every sequence model.
+Data without the purchase behaviour trains and serves the item tower alone (logged).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from torch import nn
 
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
-from evorec.errors import ConfigError
 from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import EventFeatures, SequentialRecommender
 from evorec.training.loop import train_epochs
@@ -90,8 +90,6 @@ class MultiTask(SequentialRecommender):
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
         config = self.config
-        if config.user_features:
-            raise ConfigError("multitask does not read user profiles (user_features)")
         self.serve = config.serve
         purchase = 0
         if config.purchase_behavior in train.behaviors:
@@ -102,10 +100,10 @@ class MultiTask(SequentialRecommender):
                 "multitask: no '%s' events in the data; training and serving the item tower",
                 config.purchase_behavior,
             )
-        self.dataset = train
         self.n_behaviors = len(train.behaviors)
-        network = self.build_network(train.n_items).to(self.device)
-        self.network = network
+        self._prepare(train, progress)
+        network = self.network
+        assert isinstance(network, MultiTaskNetwork)
         sequences = self.training_sequences(train.histories)
         optimizer = torch.optim.AdamW(
             network.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -127,7 +125,8 @@ class MultiTask(SequentialRecommender):
                 loss = torch.zeros((), device=self.device)
                 for task, mask in scored.items():
                     if weights[task] > 0 and mask.any():
-                        vectors = network.towers[task](hidden[mask])
+                        tower = network.towers[task](hidden)
+                        vectors = network.condition(tower, batch.users)[mask]
                         logits = vectors @ network.item_weights().T
                         loss = loss + weights[task] * F.cross_entropy(logits, targets[mask] - 1)
                 optimizer.zero_grad(set_to_none=True)
