@@ -10,9 +10,11 @@ For each ``SOURCE:TARGET`` pair of dataset directories, in one process:
 
 Test: each target user's last event, full ranking, seen items filtered. The short-history
 slice holds the users with at most ``--short`` target events before their test event.
+``--target-users F`` keeps a random share F of the target's users (all of their events; the
+catalogue unchanged), a scarce target domain.
 
     .venv/bin/python benchmarks/transfer.py --pair SOURCE_DIR:TARGET_DIR --out results.json \
-        [--set key=value] [--short 5]
+        [--set key=value] [--short 5] [--target-users 0.2]
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from evorec.config import DataConfig, RunConfig, apply_override
+from evorec.data.dataset import USER_IDX, Dataset
 from evorec.data.split import Split
 from evorec.evaluation.evaluator import evaluate
 from evorec.models.base import Recommender
@@ -53,13 +57,28 @@ def scores(model: Recommender, split: Split, short: int) -> dict[str, Any]:
     }
 
 
+def keep_users(dataset: Dataset, share: float, seed: int) -> Dataset:
+    """The events of a random ``share`` of the users, in the same id space."""
+    rng = np.random.default_rng(seed)
+    kept = rng.choice(dataset.n_users, round(share * dataset.n_users), replace=False)
+    return dataset.with_events(dataset.events.filter(pl.col(USER_IDX).is_in(kept.tolist())))
+
+
 def run_pair(
-    pair: str, model: dict[str, Any], short: int, work: Path, save: Any, target_only: bool
+    pair: str,
+    model: dict[str, Any],
+    short: int,
+    work: Path,
+    save: Any,
+    target_only: bool,
+    target_users: float,
 ) -> dict[str, Any]:
     """Target-only, pretraining and fine-tuning for one ``SOURCE:TARGET`` pair."""
     source_path, target_path = pair.split(":")
     config = RunConfig(data=DataConfig(path=target_path, preprocess=PREPROCESS), model=model)
     target = load_data(config.data)
+    if target_users < 1:
+        target = keep_users(target, target_users, config.model.get("seed", 0))
     split = make_split(target, config.data.split)
     rows: dict[str, Any] = {"target": target.stats()}
 
@@ -97,12 +116,20 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="SASRec key=value")
     parser.add_argument("--short", type=int, default=5, help="short history: <= this many events")
     parser.add_argument("--target-only", action="store_true", help="the baseline alone")
+    parser.add_argument(
+        "--target-users", type=float, default=1.0, help="share of the target's users kept"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     model: dict[str, Any] = {"name": "sasrec"}
     for assignment in args.set:
         apply_override(model, assignment)
-    out: dict[str, Any] = {"settings": model, "short": args.short, "pairs": {}}
+    out: dict[str, Any] = {
+        "settings": model,
+        "short": args.short,
+        "target_users": args.target_users,
+        "pairs": {},
+    }
     work = Path(tempfile.mkdtemp(prefix="evorec-transfer-"))
     try:
         for pair in args.pair:
@@ -111,7 +138,7 @@ def main() -> None:
                 out["pairs"][pair] = rows
                 args.out.write_text(json.dumps(out, indent=2))
 
-            run_pair(pair, dict(model), args.short, work, save, args.target_only)
+            run_pair(pair, dict(model), args.short, work, save, args.target_only, args.target_users)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -28,6 +28,7 @@ from evorec.features import (
 )
 from evorec.features.items import numeric_matrix
 from evorec.features.text import cache_file
+from evorec.models import MultiTask
 from evorec.serving.engine import ServedModel
 
 TINY = {"dim": 16, "layers": 1, "max_len": 20, "epochs": 2, "batch_size": 256}
@@ -316,6 +317,13 @@ def test_user_profile_conditions_the_interest_vector(tmp_path):
     first_group = np.isin(served.dataset.item_ids.to_numpy()[tops[0]], np.arange(10, 20))
     second_group = np.isin(served.dataset.item_ids.to_numpy()[tops[1]], np.arange(20, 30))
     assert first_group.mean() > 0.5 and second_group.mean() > 0.5
+
+
+def test_multitask_reads_user_profiles_too():
+    data = profile_dataset()
+    settings = dict(TINY, epochs=30, dropout=0.0, lr=5e-3, batch_size=32)
+    model = MultiTask(settings, user_features=True).fit(data)  # no behaviours: item tower
+    assert group_share(model, data, np.arange(data.n_users)) > 0.8
 
 
 def test_train_command_runs_the_cold_item_protocol(datasets_dir: Path, tmp_path: Path) -> None:
