@@ -90,10 +90,11 @@ class BERT4Rec(SequentialRecommender):
             rows = torch.rand(len(items), generator=generator).to(items.device)
             rows = (rows < self.config.next_item_prob) & (lengths >= 2)
             # the masked event: position 1 .. length - 1, the events after it dropped
-            cut = 1 + (torch.rand(len(items), generator=generator).to(items.device) * (lengths - 1))
+            draw = torch.rand(len(items), generator=generator).to(items.device)
+            cut = 1 + (draw * (lengths - 1)).long()
             positions = torch.arange(items.shape[1], device=items.device)
-            masked[rows] = positions == cut.long()[rows, None]
-            inputs = items.masked_fill(rows[:, None] & (positions > cut.long()[:, None]), 0)
+            masked[rows] = positions == cut[rows, None]
+            inputs = items.masked_fill(rows[:, None] & (positions > cut[:, None]), 0)
         return inputs.masked_fill(masked, self.mask_token), features, items * masked
 
     def inference_batch(
