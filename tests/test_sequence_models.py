@@ -459,3 +459,27 @@ def test_learns_a_deterministic_pattern(name, config):
     hr = evaluate(model, split.test, ks=(1,)).metrics["HR@1"]
     assert hr >= 0.8, hr
     assert hr > pop + 0.5
+
+
+def test_temperature_scores_by_cosine_similarity(dataset, tmp_path):
+    """With a temperature, ``i`` and ``v`` are unit vectors, scores are their cosine, the
+    training loss divides it by the temperature, and save/load keeps all of it."""
+    model = MODELS["sasrec"]({**TINY, "temperature": 0.1}).fit(dataset)
+    hist = dataset.histories
+    users, items = model.encode(hist), model.item_vectors()
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(users[hist.lengths > 0], axis=1), 1, rtol=1e-5)
+    assert model.score(hist).abs().max() <= 1 + 1e-5
+    hidden, weight = torch.randn(3, 16), torch.randn(5, 16)
+    scaled, unit = model.scoring_space(hidden, weight)
+    expected = F.cosine_similarity(hidden[:, None], weight[None], dim=-1) / 0.1
+    torch.testing.assert_close(scaled @ unit.T, expected)
+    loaded = Recommender.load(model.save(tmp_path / "cosine"))
+    assert torch.equal(loaded.score(hist), model.score(hist))
+
+
+def test_temperature_model_learns_a_deterministic_pattern():
+    split = leave_one_out(cycle_data())
+    config = {**LEARN, "epochs": 6, "batch_size": 32, "patience": 6, "temperature": 0.1}
+    model = MODELS["sasrec"](config).fit(split)
+    assert evaluate(model, split.test, ks=(1,)).metrics["HR@1"] >= 0.8

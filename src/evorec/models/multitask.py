@@ -126,8 +126,10 @@ class MultiTask(SequentialRecommender):
                 for task, mask in scored.items():
                     if weights[task] > 0 and mask.any():
                         tower = network.towers[task](hidden)
-                        vectors = network.condition(tower, batch.users)[mask]
-                        logits = vectors @ network.item_weights().T
+                        vectors, weight = self.scoring_space(
+                            network.condition(tower, batch.users)[mask], network.item_weights()
+                        )
+                        logits = vectors @ weight.T
                         loss = loss + weights[task] * F.cross_entropy(logits, targets[mask] - 1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -73,6 +73,12 @@ class SequentialConfig(ModelConfig):
         description="every event of each training history, cut into consecutive windows of "
         "max_len, or only each history's last window",
     )
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="score by cosine similarity (unit-length i and v) divided by this "
+        "temperature in training, instead of the plain dot product",
+    )
     patience: int = Field(5, ge=1, description="epochs without validation gain before stopping")
     valid_users: int | None = Field(
         None, ge=1, description="validate on this many users (all when unset)"
@@ -229,6 +235,18 @@ class SequentialRecommender(Recommender):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.config.device)
 
+    def scoring_space(
+        self, hidden: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Interest and item vectors as their dot product scores them: unchanged, or unit
+        length with the interest vectors divided by ``temperature``."""
+        if self.config.temperature is None:
+            return hidden, items
+        return (
+            F.normalize(hidden, dim=-1) / self.config.temperature,
+            F.normalize(items, dim=-1),
+        )
+
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
         from evorec.training.trainer import SequenceTrainer
 
@@ -293,13 +311,18 @@ class SequentialRecommender(Recommender):
                 vectors = network.condition(
                     hidden[torch.arange(len(rows), device=device), read], batch.users
                 )
+                if self.config.temperature is not None:
+                    vectors = F.normalize(vectors, dim=-1)
                 vectors[torch.from_numpy(batch.lengths == 0).to(device)] = 0.0
                 out[rows] = vectors.float().cpu().numpy()
         network.train(was_training)
         return out
 
     def item_vectors(self) -> np.ndarray:
-        return self._network().item_weights().detach().float().cpu().numpy()
+        weights = self._network().item_weights().detach()
+        if self.config.temperature is not None:
+            weights = F.normalize(weights, dim=-1)
+        return weights.float().cpu().numpy()
 
     def _state(self) -> dict[str, Any]:
         network = self._network()

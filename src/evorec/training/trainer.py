@@ -92,7 +92,7 @@ class SequenceTrainer:
         mask = targets > 0
         hidden = self.network.condition(self.forward(inputs, features), batch.users)[mask]
         target = targets[mask] - 1
-        weight = self.network.item_weights()
+        hidden, weight = self.model.scoring_space(hidden, self.network.item_weights())
         if self.config.loss == "softmax":
             logits = hidden @ weight.T
             return F.cross_entropy(logits, target), int(mask.sum())
