@@ -5,6 +5,7 @@ histories.
 For each ``SOURCE:TARGET`` pair of dataset directories, in one process:
 1. target-only: SASRec on the target's leave-one-out split (the baseline);
 2. pretrain: SASRec on the source (its own split, early stopping on its validation);
+   ``SOURCE1+SOURCE2`` pretrains on several sources joined into one dataset;
 3. fine-tune the pretrained model on the target: ``--freeze`` none and trunk (id-only items:
    the trunk is transferred, the target's item table is initialised afresh).
 
@@ -37,7 +38,7 @@ from evorec.evaluation.evaluator import evaluate
 from evorec.models.base import Recommender
 from evorec.training.pipeline import load_data, make_split
 from evorec.training.pipeline import train as run_train
-from evorec.training.transfer import finetune
+from evorec.training.transfer import finetune, pretrain
 
 METRICS = ("HR@10", "NDCG@10")
 PREPROCESS = {"min_user_events": 3, "min_item_events": 1}
@@ -96,9 +97,8 @@ def run_pair(
     report("target-only", scores(result.model, split, short), began)
     if target_only:
         return rows
-    source = DataConfig(path=source_path, preprocess=PREPROCESS)
     began = time.perf_counter()
-    pre = run_train(config.model_copy(update={"data": source}), work / "pretrained")
+    pre = pretrain(config, source_path.split("+"), work / "pretrained")
     pre_row = {m: round(pre.test.metrics[m], 5) for m in METRICS}
     report(
         "pretrain (source test)", {**pre_row, "best_epoch": pre.model.fit_info["best_epoch"]}, began
@@ -112,7 +112,9 @@ def run_pair(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pair", action="append", required=True, help="SOURCE_DIR:TARGET_DIR")
+    parser.add_argument(
+        "--pair", action="append", required=True, help="SOURCE_DIR[+SOURCE_DIR...]:TARGET_DIR"
+    )
     parser.add_argument("--set", action="append", default=[], help="SASRec key=value")
     parser.add_argument("--short", type=int, default=5, help="short history: <= this many events")
     parser.add_argument("--target-only", action="store_true", help="the baseline alone")

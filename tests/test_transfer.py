@@ -199,6 +199,13 @@ def test_several_sources_are_joined_with_prefixed_ids(
     items = combine(with_text).items
     assert items is not None
     assert items.select("item_id", "item_idx", "text").row(4) == ("1:6", 4, "y b")
+    # a source whose text is a title (MovieLens) joins the others' text column
+    titled = with_text[1]
+    assert titled.items is not None
+    titled.items = titled.items.rename({"text": "title"})
+    items = combine(with_text).items
+    assert items is not None
+    assert items["text"].to_list() == ["x a", "x b", "x c", "y a", "y b", "y c"]
     sets = [a for s in [*SMALL[:-2], "epochs=1"] for a in ("--set", s)]
     result = run(
         "pretrain", "--data", domains["phone"], "--data", domains["sport"], "--model", "sasrec",

@@ -29,6 +29,7 @@ from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.schema import ITEM, USER
 from evorec.errors import ConfigError, EvorecError
 from evorec.evaluation.evaluator import evaluate
+from evorec.features.items import TEXT_COLUMNS
 from evorec.models.base import Recommender, read_manifest
 from evorec.models.sequential import SequenceNetwork, SequentialRecommender
 from evorec.training.pipeline import (
@@ -54,7 +55,8 @@ class TransferError(EvorecError):
 
 def combine(datasets: list[Dataset]) -> Dataset:
     """One dataset of several sources: user and item ids prefixed ``k:`` (source ``k``),
-    events and item tables stacked, behaviour codes mapped onto the union of names."""
+    events and item tables stacked, behaviour codes mapped onto the union of names; each
+    source's item text (``text``, else ``title``) lands in one ``text`` column."""
     if len(datasets) == 1:
         return datasets[0]
     behaviors = list(dict.fromkeys(b for d in datasets for b in d.behaviors))
@@ -73,7 +75,11 @@ def combine(datasets: list[Dataset]) -> Dataset:
         item_ids.append(f"{k}:" + data.item_ids.cast(pl.Utf8))
         if data.items is not None:
             prefixed = pl.concat_str(pl.lit(f"{k}:"), pl.col(ITEM).cast(pl.Utf8))
-            items.append(data.items.with_columns(prefixed.alias(ITEM), pl.col(ITEM_IDX) + n_items))
+            table = data.items.with_columns(prefixed.alias(ITEM), pl.col(ITEM_IDX) + n_items)
+            text = next((c for c in TEXT_COLUMNS if c in table.columns), None)
+            if text is not None and text != "text":
+                table = table.with_columns(pl.col(text).alias("text"))
+            items.append(table)
         n_users += data.n_users
         n_items += data.n_items
     return Dataset(
