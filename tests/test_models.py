@@ -16,7 +16,7 @@ from evorec.data.load import from_frame
 from evorec.data.split import leave_one_out
 from evorec.errors import ConfigError, EvorecError, ModelDirError, UnknownIdError
 from evorec.evaluation.evaluator import evaluate
-from evorec.models import EASE, MODELS, GRU4Rec, MostPopular, Recommender, SASRec
+from evorec.models import EASE, MODELS, Ensemble, GRU4Rec, MostPopular, Recommender, SASRec
 from evorec.models.sequential import SequentialRecommender
 
 LOOSE = {"min_user_events": 1, "min_item_events": 1}
@@ -25,6 +25,8 @@ MAX_LEN = NEURAL["max_len"]
 
 
 def tiny_config(name: str) -> dict:
+    if name == "ensemble":
+        return {"model": "sasrec", "members": 2, "settings": NEURAL}
     return dict(NEURAL) if issubclass(MODELS[name], SequentialRecommender) else {}
 
 
@@ -388,3 +390,36 @@ def test_training_is_reproducible_by_seed(name, dataset):
     first = item_vectors(0)
     np.testing.assert_array_equal(first, item_vectors(0))
     assert not np.allclose(first, item_vectors(1))
+
+
+# -- ensemble -----------------------------------------------------------------------------
+
+
+def test_ensemble_scores_are_the_sum_of_its_members(dataset):
+    """Member k is the members' model trained alone with seed + k; i and v side by side."""
+    ensemble = fit_tiny("ensemble", dataset)
+    assert isinstance(ensemble, Ensemble)
+    alone = [SASRec({**NEURAL, "seed": k}).fit(dataset) for k in (0, 1)]
+    hist = dataset.histories
+    torch.testing.assert_close(ensemble.score(hist), alone[0].score(hist) + alone[1].score(hist))
+    assert ensemble.encode(hist).shape == (len(hist), 2 * NEURAL["dim"])
+    assert ensemble.item_vectors().shape == (dataset.n_items, 2 * NEURAL["dim"])
+    assert len(ensemble.fit_info["members"]) == 2
+    joined = Ensemble.of(alone)
+    assert torch.equal(joined.score(hist), ensemble.score(hist))
+    with pytest.raises(ConfigError, match="member 1 is not a sasrec model"):
+        Ensemble.of(alone[::-1])
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model": "nope"}, "unknown model 'nope'"),
+        ({"model": "ensemble"}, "an ensemble cannot hold ensembles"),
+        ({"settings": {"dim": -1}}, "invalid sasrec config: dim"),
+        ({"members": 0}, "invalid ensemble config: members"),
+    ],
+)
+def test_ensemble_rejects_bad_configs_before_training(config, message):
+    with pytest.raises(ConfigError, match=message):
+        Ensemble(config)

@@ -7,6 +7,7 @@ from evorec.models.base import ModelConfig, Recommender
 from evorec.models.bert4rec import BERT4Rec
 from evorec.models.caser import Caser
 from evorec.models.ease import EASE
+from evorec.models.ensemble import Ensemble
 from evorec.models.gru4rec import GRU4Rec
 from evorec.models.hstu import HSTU
 from evorec.models.lightgcn import LightGCN
@@ -33,6 +34,7 @@ MODELS: dict[str, type[Recommender]] = {
         LightGCN,
         SocialSASRec,
         MultiTask,
+        Ensemble,
     )
 }
 ALIASES = {"mostpop": "pop", "popular": "pop", "most_popular": "pop"}
@@ -49,6 +51,7 @@ __all__ = [
     "BERT4Rec",
     "Caser",
     "EASE",
+    "Ensemble",
     "GRU4Rec",
     "HSTU",
     "LSTM",
