@@ -20,13 +20,17 @@ METRICS = ("HR@10", "NDCG@10", "short HR@10", "short NDCG@10")
 
 
 def runs(files: list[Path]) -> dict[str, np.ndarray]:
-    """Row name -> ``[seeds, metrics]`` array over every pair of every file."""
+    """Row name -> ``[seeds, metrics]`` array over every finished pair of every file (a
+    run still in progress, with fewer rows than the others, is left out)."""
+    pairs = [p for f in files for p in json.loads(f.read_text())["pairs"].values()]
+    scored = [
+        {k: r for k, r in p.items() if isinstance(r, dict) and "short NDCG@10" in r} for p in pairs
+    ]
+    complete = max(len(p) for p in scored)
     rows: dict[str, list[list[float]]] = {}
-    for file in files:
-        for pair in json.loads(file.read_text())["pairs"].values():
-            for name, row in pair.items():
-                if isinstance(row, dict) and "short NDCG@10" in row:
-                    rows.setdefault(name, []).append([row[m] for m in METRICS])
+    for pair in (p for p in scored if len(p) == complete):
+        for name, row in pair.items():
+            rows.setdefault(name, []).append([row[m] for m in METRICS])
     return {name: np.array(values) for name, values in rows.items()}
 
 
