@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="member key=value")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings: dict[str, Any] = {}
     for assignment in args.set:
         apply_override(settings, assignment)
