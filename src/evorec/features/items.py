@@ -8,6 +8,7 @@ attributes, multi-valued where a list; float columns are numeric attributes (z-s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +114,19 @@ def split_columns(schema: pl.Schema, skip: tuple[str, ...] | list[str]) -> dict[
     return out
 
 
+def text_column(columns: Iterable[str]) -> str | None:
+    """The item-text column among ``columns``: ``text``, else ``title``; None without one."""
+    present = set(columns)
+    return next((c for c in TEXT_COLUMNS if c in present), None)
+
+
 def item_columns(dataset: Dataset) -> dict[str, list[str]]:
     """The item-table columns behind each content kind (see the module docstring)."""
     if dataset.items is None:
         return {"attributes": [], "numeric": [], "text": []}
     schema = dataset.items.schema
-    text = [c for c in TEXT_COLUMNS if c in schema][:1]
+    column = text_column(schema.names())
+    text = [column] if column is not None else []
     kinds = split_columns(schema, [*ID_COLUMNS, *text])
     return {"attributes": kinds["categorical"], "numeric": kinds["numeric"], "text": text}
 

@@ -95,8 +95,7 @@ class Recommender(ABC):
         """Fit on a dataset, or on a split's training part with its validation set.
 
         After a split the model recommends from the split's full histories."""
-        torch.manual_seed(self.config.seed)
-        np.random.seed(self.config.seed)
+        self.seed_rngs()
         if isinstance(data, Split):
             self._fit(data.train, data.valid, progress)
             self.dataset = data.full
@@ -104,6 +103,11 @@ class Recommender(ABC):
             self._fit(data, None, progress)
             self.dataset = data
         return self
+
+    def seed_rngs(self) -> None:
+        """Seed torch's and NumPy's global generators with the config's seed."""
+        torch.manual_seed(self.config.seed)
+        np.random.seed(self.config.seed)
 
     def score(self, histories: Histories) -> torch.Tensor:
         """Scores of every item for each history, ``[rows, n_items]``."""

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from evorec.data.dataset import Dataset
@@ -85,10 +84,8 @@ class Ensemble(Recommender):
         self.members = []
         for k in range(self.config.members):
             member = self.member(k)
-            torch.manual_seed(member.config.seed)
-            np.random.seed(member.config.seed)
+            member.seed_rngs()
             member._fit(train, valid, progress)
-            member.dataset = train
             self.members.append(member)
         self.fit_info = {"members": [m.fit_info for m in self.members]}
 

@@ -19,9 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import polars as pl
-import torch
 from pydantic import ValidationError
 
 from evorec.config import RunConfig
@@ -29,7 +27,7 @@ from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.schema import ITEM, USER
 from evorec.errors import ConfigError, EvorecError
 from evorec.evaluation.evaluator import evaluate
-from evorec.features.items import TEXT_COLUMNS
+from evorec.features.items import text_column
 from evorec.models.base import Recommender, read_manifest
 from evorec.models.sequential import SequenceNetwork, SequentialRecommender
 from evorec.training.pipeline import (
@@ -76,7 +74,7 @@ def combine(datasets: list[Dataset]) -> Dataset:
         if data.items is not None:
             prefixed = pl.concat_str(pl.lit(f"{k}:"), pl.col(ITEM).cast(pl.Utf8))
             table = data.items.with_columns(prefixed.alias(ITEM), pl.col(ITEM_IDX) + n_items)
-            text = next((c for c in TEXT_COLUMNS if c in table.columns), None)
+            text = text_column(table.columns)
             if text is not None and text != "text":
                 table = table.with_columns(pl.col(text).alias("text"))
             items.append(table)
@@ -222,8 +220,7 @@ def finetune(
     model = target_model(source, dict(config.model))
     dataset = dataset if dataset is not None else load_data(config.data)
     split = make_split(dataset, config.data.split)
-    torch.manual_seed(model.config.seed)
-    np.random.seed(model.config.seed)
+    model.seed_rngs()
     began = time.perf_counter()
     model._prepare(split.train, progress)
     transferred = transfer_parameters(source._network(), model.network)
