@@ -21,6 +21,7 @@ from evorec.data.split import leave_one_out
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import MODELS, BERT4Rec, MostPopular, Recommender, SequentialRecommender
 from evorec.models.hstu import HSTUConfig, HSTULayer
+from evorec.models.sasrec import SASRecConfig, SASRecNetwork
 from evorec.models.sequential import EventFeatures, SequenceNetwork, interval_buckets
 from evorec.models.tisasrec import TiSASRecNetwork, time_features
 from evorec.training.trainer import SequenceTrainer
@@ -372,6 +373,22 @@ def test_bert4rec_attends_both_ways(dataset):
         # padding is ignored: more padding columns change no real position
         padded = F.pad(items, (0, 3))
         torch.testing.assert_close(net(padded)[:, :6], net(items), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
+def test_position_embeddings_count_from_the_chosen_end(positions):
+    net = SASRecNetwork(9, SASRecConfig(dim=8, max_len=6, positions=positions))
+    items = torch.tensor([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        added = net.embed(items) - net.embed_items(items) * net.scale
+    rows = net.position_embedding.weight.detach()
+    expected = (
+        [[0, 1, 2], list(range(6))]
+        if positions == "from_start"
+        else [[2, 1, 0], [5, 4, 3, 2, 1, 0]]
+    )
+    for row, order in enumerate(expected):
+        torch.testing.assert_close(added[row, : len(order)], rows[order])
 
 
 # -- persistence ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,11 @@ class SASRecConfig(SequentialConfig):
     layers: int = Field(2, ge=1)
     heads: int = Field(1, ge=1)
     ffn_multiplier: int = Field(4, ge=1, description="feed-forward width = dim * multiplier")
+    positions: Literal["from_start", "from_end"] = Field(
+        "from_start",
+        description="position embeddings counted from the first event, or back from the "
+        "last one (the latest event always at position 0)",
+    )
 
 
 class SelfAttentionBlock(nn.Module):
@@ -75,6 +81,7 @@ class AttentionNetwork(SequenceNetwork):
         self.scale = math.sqrt(config.dim)
         self.item_embedding = nn.Embedding(rows, config.dim, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        self.positions_from_end = config.positions == "from_end"
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             SelfAttentionBlock(
@@ -88,8 +95,11 @@ class AttentionNetwork(SequenceNetwork):
             self.item_embedding.weight[0].zero_()
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        """Scaled item embeddings plus position embeddings."""
+        """Scaled item embeddings plus position embeddings (rows are right-padded)."""
         positions = torch.arange(items.shape[1], device=items.device)
+        if self.positions_from_end:
+            lengths = (items > 0).sum(1, keepdim=True)
+            positions = (lengths - 1 - positions).clamp(min=0)
         return self.embed_items(items) * self.scale + self.position_embedding(positions)
 
     def attend(
