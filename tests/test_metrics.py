@@ -15,7 +15,8 @@ from evorec.data.histories import Histories
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.schema import RawData, canonical_events
 from evorec.data.split import EvalSet
-from evorec.evaluation.evaluator import evaluate
+from evorec.errors import NonFiniteError
+from evorec.evaluation.evaluator import evaluate, tie_keys
 from evorec.evaluation.metrics import ranking_metrics
 from evorec.models.base import Recommender
 
@@ -187,25 +188,40 @@ def test_seen_target_cannot_be_hit_when_filtered():
     assert off.metrics["MRR@3"] == pytest.approx(1 / 3)
 
 
-def test_ties_go_to_lower_item_index():
-    model = constant_model([1.0] * 6)
-    # empty histories score all zeros: everything tied
-    data = eval_set([[], [], []], [[0], [3], [5]])
-    res = evaluate(model, data, ks=(1, 4, 6), filter_seen=False)
-    assert res.per_user["HR@1"].tolist() == [1, 0, 0]
-    assert res.per_user["HR@4"].tolist() == [1, 1, 0]
-    assert res.per_user["HR@6"].tolist() == [1, 1, 1]
-    assert res.per_user["MRR@6"].tolist() == pytest.approx([1, 1 / 4, 1 / 6])
-    # a tied item above the target that was seen no longer counts
-    res = evaluate(model, eval_set([[1]], [[3]]), ks=(3,), filter_seen=True)
-    assert res.per_user["MRR@3"].tolist() == pytest.approx([1 / 3])  # 0 and 2 ahead
+def test_ties_are_neutral():
+    """A model that scores every item the same gets the hit rate of a random ranking."""
+    n_items, n_users = 40, 4000
+    model = constant_model([1.0] * n_items)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, n_items, n_users)
+    data = eval_set([[]] * n_users, [[t] for t in targets])
+    res = evaluate(model, data, ks=(1, 10), filter_seen=False)
+    for k in (1, 10):
+        expected = k / n_items
+        standard_error = (expected * (1 - expected) / n_users) ** 0.5
+        assert abs(res.metrics[f"HR@{k}"] - expected) < 4 * standard_error, k
+    # the result does not follow the item index (item indices follow first appearance)
+    low = res.per_user["HR@10"][targets < 10].mean()
+    assert low < 0.5, low
+    # a tied item that was seen is out of the ranking: the target competes with the rest
+    seen = evaluate(model, eval_set([list(range(30))] * n_users, [[35]] * n_users), ks=(1,))
+    assert abs(seen.metrics["HR@1"] - 1 / 10) < 4 * (0.1 * 0.9 / n_users) ** 0.5
 
 
 def test_ties_only_among_equal_scores():
     model = constant_model([1.0, 3.0, 3.0, 2.0, 3.0, 0.0])
     data = eval_set([[5]] * 4, [[1], [2], [4], [3]])
     res = evaluate(model, data, ks=(1, 2, 3, 4), filter_seen=False)
-    assert res.per_user["MRR@4"].tolist() == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
+    # items 1, 2 and 4 share the top three places; item 3 is always fourth
+    assert set(res.per_user["MRR@4"][:3].tolist()) <= {1, 1 / 2, 1 / 3}
+    assert res.per_user["MRR@4"][3] == pytest.approx(1 / 4)
+
+
+def test_non_finite_scores_are_refused():
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        model = constant_model([1.0, bad, 0.5])
+        with pytest.raises(NonFiniteError, match="NaN or infinite"):
+            evaluate(model, eval_set([[0]], [[1]]), ks=(1,))
 
 
 def test_coverage():
@@ -250,7 +266,7 @@ def random_problem(seed: int, n_items: int = 17, n_users: int = 23):
 
 def brute_force_ranks(model: TableModel, hist, targ, filter_seen: bool) -> list[np.ndarray]:
     out = []
-    for h, t in zip(hist, targ, strict=True):
+    for row, (h, t) in enumerate(zip(hist, targ, strict=True)):
         s = [float(x) for x in model.table[h[-1]]] if h else [0.0] * model.table.shape[0]
         if filter_seen:
             for i in h:
@@ -260,8 +276,13 @@ def brute_force_ranks(model: TableModel, hist, targ, filter_seen: bool) -> list[
             if s[target] == float("-inf"):
                 ranks.append(10**9)  # removed from the ranking
                 continue
+            keys = tie_keys(row, len(s)).tolist()
             ranks.append(
-                sum(1 for j, v in enumerate(s) if v > s[target] or (v == s[target] and j < target))
+                sum(
+                    1
+                    for j, v in enumerate(s)
+                    if v > s[target] or (v == s[target] and keys[j] < keys[target])
+                )
             )
         out.append(np.array(ranks, dtype=np.int64))
     return out

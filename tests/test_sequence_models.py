@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -18,6 +19,7 @@ from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.load import from_frame
 from evorec.data.split import leave_one_out
+from evorec.errors import NonFiniteError
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import MODELS, BERT4Rec, MostPopular, Recommender, SequentialRecommender
 from evorec.models.hstu import HSTUConfig, HSTULayer
@@ -500,3 +502,71 @@ def test_temperature_model_learns_a_deterministic_pattern():
     config = {**LEARN, "epochs": 6, "batch_size": 32, "patience": 6, "temperature": 0.1}
     model = MODELS["sasrec"](config).fit(split)
     assert evaluate(model, split.test, ks=(1,)).metrics["HR@1"] >= 0.8
+
+
+# -- divergence -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "lightgcn", "multitask"])
+def test_diverged_training_is_an_error_not_a_perfect_score(name, tmp_path):
+    """An absurd learning rate makes the loss or the scores non-finite: training stops with
+    one message naming the model and epoch, instead of a NaN validation score ranking first."""
+    split = leave_one_out(cycle_data())
+    model = MODELS[name]({"lr": 1e30, "epochs": 3, "seed": 0})
+    with pytest.raises(NonFiniteError, match=rf"{model.name}.*epoch 1"):
+        model.fit(split)
+    # without validation the loss itself is checked
+    model = MODELS[name]({"lr": 1e30, "epochs": 4, "seed": 0})
+    with pytest.raises(NonFiniteError, match=rf"{model.name}: the training loss became nan"):
+        model.fit(split.full)
+
+
+def test_cli_train_refuses_a_diverged_model(run, tmp_path):
+    data = tmp_path / "events.csv"
+    events = cycle_data().events
+    events.select(user_id="user_idx", item_id="item_idx", timestamp="timestamp").write_csv(data)
+    out = tmp_path / "model"
+    result = run(
+        "train",
+        "--data",
+        data,
+        "--model",
+        "sasrec",
+        "--out",
+        out,
+        "--set",
+        "lr=1e30",
+        "--set",
+        "epochs=2",
+        "--set",
+        "data.preprocess={min_user_events: 1, min_item_events: 1}",
+    )
+    assert result.code != 0
+    assert "epoch 1" in result.err and "Traceback" not in result.err
+    assert not (out / "metrics.json").exists()
+
+
+class _Payload:
+    """Unpickling this object would create ``marker``: the shape of a crafted checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_runs_code_from_a_checkpoint(run, tmp_path):
+    data = tmp_path / "events.csv"
+    events = cycle_data().events
+    events.select(user_id="user_idx", item_id="item_idx", timestamp="timestamp").write_csv(data)
+    out = tmp_path / "model"
+    args = ["train", "--data", data, "--model", "sasrec", "--out", out, "--set", "epochs=1"]
+    args += ["--set", "data.preprocess={min_user_events: 1, min_item_events: 1}"]
+    assert run(*args).code == 0
+    marker = tmp_path / "executed"
+    torch.save({"epoch": 1, "network": _Payload(marker)}, out / "checkpoint.pt")
+    result = run(*args, "--set", "epochs=2", "--resume")
+    assert result.code != 0
+    assert "checkpoint.pt" in result.err and "Traceback" not in result.err
+    assert not marker.exists()

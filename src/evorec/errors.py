@@ -45,3 +45,7 @@ class UnknownIdError(EvorecError):
 
 class StoreError(EvorecError):
     """An event store that cannot be opened, migrated or reached."""
+
+
+class NonFiniteError(EvorecError):
+    """A loss or score that became NaN or infinite: the model diverged."""

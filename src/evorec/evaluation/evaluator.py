@@ -10,6 +10,7 @@ import torch
 
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
+from evorec.errors import NonFiniteError
 from evorec.evaluation.metrics import DEFAULT_KS, ranking_metrics
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 SCORE_BUDGET = 2**25  # scores held at once (floats): bounds evaluation memory
 UNRANKED = np.iinfo(np.int64).max  # rank of a target removed from the ranking
+TIE_SEED = 0  # ties are broken in the same random order in every evaluation
 
 
 @dataclass
@@ -36,24 +38,55 @@ def exclude_seen(scores: torch.Tensor, histories: Histories) -> None:
     scores[rows.to(scores.device), items.to(scores.device)] = -torch.inf
 
 
-def target_ranks(scores: torch.Tensor, targets: Histories, chunk: int) -> list[np.ndarray]:
-    """0-based rank of each target among all items; ties go to the lower item index.
+def check_finite(scores: torch.Tensor, model_name: str) -> None:
+    """Refuse scores that are NaN or infinite: a NaN target compares false against every item
+    and would rank first, so a diverged model would look perfect."""
+    finite = torch.isfinite(scores)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteError(
+            f"{bad:,} of {scores.numel():,} scores of {model_name} are NaN or infinite: the "
+            "model diverged (try a lower lr)"
+        )
+
+
+def tie_keys(row: int, n_items: int) -> torch.Tensor:
+    """Random tie-break keys of the items for evaluation row ``row``: among items scored the
+    same, the lower key ranks first. A function of the row alone, so chunking and the order
+    of evaluation never change a result."""
+    return torch.rand(n_items, generator=torch.Generator().manual_seed(TIE_SEED + row))
+
+
+def target_ranks(
+    scores: torch.Tensor,
+    targets: Histories,
+    chunk: int,
+    row_ids: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """0-based rank of each target among all items. Ties are broken at random
+    (:func:`tie_keys` of the row's id in ``row_ids``, by default its position), so a tie
+    neither helps nor hurts: a model that scores every item the same gets the hit rate of a
+    random ranking. One user's targets share one tie order.
 
     Targets scored ``-inf`` (removed from the ranking) get :data:`UNRANKED`."""
     rows = targets.rows
+    row_ids = np.arange(len(targets)) if row_ids is None else row_ids
     flat_ranks = np.zeros(len(rows), dtype=np.int64)
-    index = torch.arange(scores.shape[1])
     for start in range(0, len(rows), chunk):
         part = slice(start, start + chunk)
-        row_scores = scores[torch.from_numpy(rows[part])]
+        local = torch.from_numpy(rows[part])
+        row_scores = scores[local]
         items = torch.from_numpy(targets.items[part])
         own = row_scores.gather(1, items[:, None])
-        higher = (row_scores > own).sum(1)
-        tied_before = ((row_scores == own) & (index[None, :] < items[:, None])).sum(1)
-        ranks = higher + tied_before
+        tied = row_scores == own
+        ranks = (row_scores > own).sum(1)
+        removed = torch.isneginf(own[:, 0])
+        for target in torch.nonzero((tied.sum(1) > 1) & ~removed).flatten().tolist():
+            keys = tie_keys(int(row_ids[rows[start + target]]), scores.shape[1])
+            ranks[target] += int((tied[target] & (keys < keys[items[target]])).sum())
         # A target scored -inf (filtered out as seen) is not in the ranking at all: it must
         # miss at every K, even at K >= the number of items left.
-        ranks[torch.isneginf(own[:, 0])] = UNRANKED
+        ranks[removed] = UNRANKED
         flat_ranks[part] = ranks.numpy()
     return np.split(flat_ranks, targets.offsets[1:-1])
 
@@ -102,10 +135,11 @@ def evaluate(
             rows = np.arange(start, min(start + chunk, len(data)))
             hist = data.histories.take(rows)
             scores = model.score(hist).float()
+            check_finite(scores, model.name)
             if filter_seen:
                 exclude_seen(scores, hist)
             targets = distinct_targets(data.targets.take(rows))
-            all_ranks.extend(target_ranks(scores, targets, chunk))
+            all_ranks.extend(target_ranks(scores, targets, chunk, rows))
             top = torch.topk(scores, min(coverage_k, n_items), dim=1).indices
             recommended[top.flatten().numpy()] = True
     per_user = ranking_metrics(all_ranks, ks)

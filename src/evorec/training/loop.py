@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from evorec.data.split import EvalSet
+from evorec.errors import NonFiniteError
 from evorec.evaluation.evaluator import evaluate
 
 if TYPE_CHECKING:
@@ -21,6 +23,26 @@ if TYPE_CHECKING:
 
 VALID_METRIC = "NDCG@10"
 log = logging.getLogger(__name__)
+
+
+def check_loss(model: Recommender, epoch: int, loss: float) -> None:
+    """Stop training when the epoch's mean loss is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise NonFiniteError(
+            f"{model.name}: the training loss became {loss} in epoch {epoch}: the model "
+            "diverged (try a lower lr); training stopped, nothing was saved"
+        )
+
+
+def validate(model: Recommender, valid: EvalSet, epoch: int, **options: Any) -> float:
+    """Validation NDCG@10 after ``epoch``; non-finite scores stop training."""
+    try:
+        return evaluate(model, valid, ks=(10,), **options).metrics[VALID_METRIC]
+    except NonFiniteError as exc:
+        raise NonFiniteError(
+            f"{model.name}, validation after epoch {epoch}: {exc}; training stopped, "
+            "nothing was saved"
+        ) from None
 
 
 def train_epochs(
@@ -56,6 +78,7 @@ def train_epochs(
             began = time.perf_counter()
             module.train()
             loss, examples = run_epoch()
+            check_loss(model, epoch, loss)
             module.eval()
             seconds = time.perf_counter() - began
             train_seconds += seconds
@@ -68,7 +91,7 @@ def train_epochs(
             }
             status = f"loss {loss:.4f}"
             if valid is not None:
-                metric = evaluate(model, valid, ks=(10,), **options).metrics[VALID_METRIC]
+                metric = validate(model, valid, epoch, **options)
                 record[VALID_METRIC] = metric
                 if metric > best["metric"]:
                     best = {

@@ -23,14 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
-from evorec.errors import ConfigError
-from evorec.evaluation.evaluator import evaluate
+from evorec.errors import ConfigError, ModelDirError
 from evorec.io import write_atomic
+from evorec.training.loop import VALID_METRIC, check_loss, validate
 
 if TYPE_CHECKING:
     from evorec.models.sequential import SequentialRecommender
 
-VALID_METRIC = "NDCG@10"
 log = logging.getLogger(__name__)
 
 
@@ -117,6 +116,22 @@ class SequenceTrainer:
         assert self.checkpoint_path is not None
         write_atomic(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The saved training state, read as tensors and plain values only: a crafted file
+        cannot run code."""
+        assert self.checkpoint_path is not None
+        try:
+            state = torch.load(self.checkpoint_path, weights_only=True)
+        except Exception as exc:  # unpickling refusals and truncations have many types
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelDirError(
+                f"{self.checkpoint_path}: not a readable training checkpoint ({reason}); "
+                "train without --resume to start again"
+            ) from None
+        if not isinstance(state, dict):
+            raise ModelDirError(f"{self.checkpoint_path}: not a training checkpoint")
+        return state
+
     def _checkpoint_state(self, epoch: int, best: dict[str, Any], history: list) -> dict:
         return {
             "epoch": epoch,
@@ -137,7 +152,7 @@ class SequenceTrainer:
         best: dict[str, Any] = {"epoch": 0, "metric": -1.0, "state": None}
         start_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
         if self.resume and self.checkpoint_path and self.checkpoint_path.exists():
-            ckpt = torch.load(self.checkpoint_path, weights_only=False)
+            ckpt = self.load_checkpoint()
             try:
                 self.network.load_state_dict(ckpt["network"])
                 self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -182,6 +197,7 @@ class SequenceTrainer:
                         self.optimizer.zero_grad(set_to_none=True)
                     total += loss.item() * count
                     positions += count
+                check_loss(self.model, epoch, total / max(positions, 1))
                 epoch_seconds = time.perf_counter() - began
                 train_seconds += epoch_seconds
                 record = {
@@ -194,9 +210,7 @@ class SequenceTrainer:
                 }
                 if self.valid is not None:
                     self.network.eval()
-                    record[VALID_METRIC] = evaluate(self.model, self.valid, ks=(10,)).metrics[
-                        VALID_METRIC
-                    ]
+                    record[VALID_METRIC] = validate(self.model, self.valid, epoch)
                     if record[VALID_METRIC] > best["metric"]:
                         best = {
                             "epoch": epoch,
