@@ -16,9 +16,12 @@ venv: $(BIN)/evorec
 demo: venv
 	$(BIN)/evorec demo
 
+# the suite with nothing skipped: a throwaway PostgreSQL server for the store tests
+# (unless EVOREC_TEST_POSTGRES_URL names one), stopped when the run ends
 test: venv
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/pytest -q
+	bash -c 'set -euo pipefail; if [ -z "$${EVOREC_TEST_POSTGRES_URL:-}" ]; then \
+		source .ci/postgres.sh; fi; $(BIN)/pytest -q'
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -1,4 +1,4 @@
-# Sourced by .ci/run: start a throwaway PostgreSQL server on 127.0.0.1 for the store tests
+# Sourced by `make test`: start a throwaway PostgreSQL server on 127.0.0.1 for the store tests
 # and export EVOREC_TEST_POSTGRES_URL; the server and its data go away when the shell exits.
 
 pg_bin() {

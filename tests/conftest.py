@@ -3,6 +3,7 @@ and ``run`` for in-process CLI calls."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 def datasets_dir() -> Path:
     """``../shared/datasets`` (real public datasets, never copied into the repo)."""
     if not DATASETS.is_dir():
-        pytest.skip(f"shared datasets not available at {DATASETS}")
+        message = f"shared datasets not available at {DATASETS}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI=true but {message}: the real-data tests must run")
+        pytest.skip(message)
     return DATASETS
 
 
