@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -61,9 +62,14 @@ def run_bench(
     progress: bool = False,
     console: Console | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run every model on every dataset; ``checkpoint`` receives the results so far after
-    each model, so a long run that is interrupted keeps what it finished."""
+    """Run every model on every dataset, once per seed of ``seeds`` (by default the model's
+    configured seed); each model's row holds the mean of every metric over the seeds, their
+    standard deviation under ``std`` and each seed's run under ``runs``. ``checkpoint``
+    receives the results so far after each model, so a long run that is interrupted keeps
+    what it finished."""
+    seeds = seeds or [None]
     console = console or Console(quiet=True)
     params = model_overrides(overrides or [], models)
     results: dict[str, Any] = {
@@ -80,9 +86,13 @@ def run_bench(
             "filter_seen": "history items removed from the ranking unless the dataset has "
             "repeat consumption",
             "early_stopping": "validation NDCG@10",
+            "selection": "epochs chosen on validation NDCG@10 only; test metrics are "
+            "reported, never used to choose",
+            "ties": "broken at random per user (a constant model gets the random hit rate)",
         },
         "datasets": [],
         "quality_threshold": quality,
+        "seeds": seeds,
     }
     for path in paths:
         dataset = load_dataset(path, fmt)
@@ -100,44 +110,74 @@ def run_bench(
             f"{dataset.n_items} items, {dataset.n_events} events"
         )
         for name in models:
-            model = get_model_class(name)(params[name])
-            began = time.perf_counter()
-            model.fit(split, progress=progress)
-            train_seconds = time.perf_counter() - began
-            began = time.perf_counter()
-            test = evaluate(model, split.test)
-            eval_seconds = time.perf_counter() - began
-            info = model.fit_info
-            row: dict[str, Any] = {
-                **test.metrics,
-                "config": model.config.model_dump(),
-                "parameters": count_parameters(model),
-                "train_seconds": train_seconds,
-                "eval_seconds": eval_seconds,
-            }
-            if "history" in info:
-                row.update(
-                    best_epoch=info["best_epoch"],
-                    epochs=info["epochs"],
-                    seconds_per_epoch=info["seconds_per_epoch"],
-                    sequences_per_second=info["sequences_per_second"],
-                    best_valid_ndcg10=info["best_valid"].get("NDCG@10"),
-                    time_to_valid_ndcg10=time_to_quality(info["history"], quality),
-                    wall_time_to_valid_ndcg10=time_to_quality(
-                        info["history"], quality, "wall_seconds"
-                    ),
-                    valid_curve=[
-                        (h["epoch"], h["train_seconds"], h.get("NDCG@10")) for h in info["history"]
-                    ],
-                )
-            entry["models"][model.name] = row
+            model_class = get_model_class(name)
+            per_seed = []
+            for seed in seeds:
+                settings = params[name] if seed is None else {**params[name], "seed": seed}
+                per_seed.append(_bench_one(model_class(settings), split, quality, progress))
+            row = aggregate_seeds(per_seed, seeds)
+            model_name = per_seed[0]["name"]
+            entry["models"][model_name] = row
             if checkpoint is not None:
                 checkpoint(results)
+            spread = (
+                f" ± {row['std']['NDCG@10']:.4f} over {len(seeds)} seeds" if len(seeds) > 1 else ""
+            )
             console.print(
-                f"  {model.name}: NDCG@10 {test.metrics['NDCG@10']:.4f} "
-                f"HR@10 {test.metrics['HR@10']:.4f} ({train_seconds:.0f}s train)"
+                f"  {model_name}: NDCG@10 {row['NDCG@10']:.4f}{spread} "
+                f"HR@10 {row['HR@10']:.4f} ({row['train_seconds']:.0f}s train)"
             )
     return results
+
+
+def _bench_one(model: Any, split: Any, quality: float, progress: bool) -> dict[str, Any]:
+    """Fit ``model`` on ``split`` (validation picks the epoch) and evaluate it on the test."""
+    began = time.perf_counter()
+    model.fit(split, progress=progress)
+    train_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    test = evaluate(model, split.test)
+    eval_seconds = time.perf_counter() - began
+    info = model.fit_info
+    row: dict[str, Any] = {
+        "name": model.name,
+        **test.metrics,
+        "config": model.config.model_dump(),
+        "parameters": count_parameters(model),
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+    }
+    if "history" in info:
+        row.update(
+            best_epoch=info["best_epoch"],
+            epochs=info["epochs"],
+            seconds_per_epoch=info["seconds_per_epoch"],
+            sequences_per_second=info["sequences_per_second"],
+            best_valid_ndcg10=info["best_valid"].get("NDCG@10"),
+            time_to_valid_ndcg10=time_to_quality(info["history"], quality),
+            wall_time_to_valid_ndcg10=time_to_quality(info["history"], quality, "wall_seconds"),
+            valid_curve=[
+                (h["epoch"], h["train_seconds"], h.get("NDCG@10")) for h in info["history"]
+            ],
+        )
+    return row
+
+
+def aggregate_seeds(runs: list[dict[str, Any]], seeds: list[int | None]) -> dict[str, Any]:
+    """One row for several seeds of a model: every numeric field is the mean over the runs
+    (a field some runs lack, such as a quality never reached, is the mean of the others),
+    ``std`` holds the sample standard deviations, ``runs`` each run with its seed."""
+    if len(runs) == 1:
+        return {**runs[0], "seeds": seeds}
+    row: dict[str, Any] = {"config": runs[0]["config"], "seeds": seeds, "std": {}}
+    for key, value in runs[0].items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+        row[key] = float(np.mean(values))
+        row["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    row["runs"] = [{"seed": seed, **run} for seed, run in zip(seeds, runs, strict=True)]
+    return row
 
 
 def _cell(value: Any, digits: int = 4) -> str:
@@ -148,14 +188,21 @@ def _cell(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _spread(row: dict[str, Any], key: str) -> str:
+    std = row.get("std", {}).get(key)
+    return _cell(row.get(key)) + (f" ± {std:.4f}" if std is not None else "")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """One row per dataset and model; ``NDCG@10 ×`` is the ratio to the first model run on
-    the same dataset in the same process (the baseline)."""
+    """One row per dataset and model, metrics as mean ± std over the seeds where there are
+    several; ``val NDCG@10`` is the best validation score (what selects), ``NDCG@10 ×`` the
+    ratio to the first model run on the same dataset in the same process (the baseline)."""
     header = [
         "dataset",
         "seen",
         "model",
         *TABLE_METRICS,
+        "val NDCG@10",
         "NDCG@10 ×",
         "params",
         "best epoch",
@@ -164,6 +211,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         "seq/s",
         "eval s",
         f"s to val NDCG@10≥{results.get('quality_threshold', 0.04)}",
+        "seeds",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results["datasets"]:
@@ -175,7 +223,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                 entry["name"],
                 "filtered" if entry.get("filter_seen", True) else "kept",
                 name,
-                *(_cell(row.get(m)) for m in TABLE_METRICS),
+                *(_spread(row, m) for m in (*TABLE_METRICS, "best_valid_ndcg10")),
                 _cell(ratio, 2),
                 _cell(row.get("parameters")),
                 _cell(row.get("best_epoch")),
@@ -184,6 +232,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                 _cell(row.get("sequences_per_second"), 0),
                 _cell(row.get("eval_seconds"), 1),
                 _cell(row.get("time_to_valid_ndcg10"), 0),
+                str(len(row.get("seeds") or [None])),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

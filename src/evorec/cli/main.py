@@ -273,6 +273,10 @@ def bench(
     quality: Annotated[
         float, typer.Option(help="report the training time to reach this valid NDCG@10")
     ] = 0.04,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="comma-separated seeds: each model trained once per seed, mean ± std"),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Standard protocol (leave-one-out, full ranking) for each model on each dataset."""
@@ -292,10 +296,23 @@ def bench(
         progress=not quiet,
         console=console,
         checkpoint=save,
+        seeds=_seed_list(seeds),
     )
     save(results)
     console.print(markdown_table(results))
     console.print(f"results written to {out} and {out.with_suffix('.md')}")
+
+
+def _seed_list(seeds: str | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    try:
+        parsed = [int(seed) for seed in seeds.split(",") if seed.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+    if not parsed or len(set(parsed)) != len(parsed):
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct comma-separated integers")
+    return parsed
 
 
 @app.command()
