@@ -134,9 +134,17 @@ def train(
         list[str] | None, typer.Option("--set", help="override, e.g. lr=0.002 or data.format=csv")
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")] = False,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            help="after choosing the epochs on validation, train again on every event "
+            "(each user's latest included) and save that model"
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Train a model, evaluate it on the held-out split and save it."""
+    """Train a model (epochs chosen on the validation split), evaluate it on the held-out
+    test events, refit it on every event and save it."""
     from evorec.config import load_run_config
     from evorec.training.pipeline import CHECKPOINT, build_model, load_data
     from evorec.training.pipeline import train as run_train
@@ -159,7 +167,9 @@ def train(
         )
     dataset = load_data(run_config.data)
     _print_report(dataset)
-    result = run_train(run_config, out, dataset=dataset, progress=not quiet, resume=resume)
+    result = run_train(
+        run_config, out, dataset=dataset, progress=not quiet, resume=resume, refit=refit
+    )
     metrics = result.test.metrics
     console.print(
         metrics_table(
@@ -169,6 +179,11 @@ def train(
             metrics,
         )
     )
+    if refit:
+        console.print(
+            f"refit on all {result.split.full.n_events:,} events (the test metrics above are "
+            "from the model before the refit, on events it had not seen)"
+        )
     console.print(f"model saved to [bold]{out}[/bold] ({result.train_seconds:.1f}s training)")
 
 
@@ -180,9 +195,25 @@ def evaluate(
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write metrics as JSON")] = None,
 ) -> None:
-    """Evaluate a saved model on its test split (full ranking)."""
+    """Evaluate a saved model on its test split (full ranking); for a model refit on every
+    event, show the held-out metrics measured before the refit."""
+    from evorec.models.base import read_manifest
     from evorec.training.pipeline import evaluate_model_dir
 
+    manifest = read_manifest(model_dir)
+    if "refit" in manifest and filter_seen is None:
+        held_out = manifest["test"]
+        console.print(
+            metrics_table(
+                f"{manifest['model']} test, measured before the refit on all events: "
+                f"{manifest['protocol']['split']}, full ranking, seen items "
+                f"{'filtered' if held_out['filter_seen'] else 'kept'}, {held_out['users']} users",
+                {k: v for k, v in held_out.items() if k not in ("users", "filter_seen")},
+            )
+        )
+        if json_out is not None:
+            write_atomic_text(json_out, json.dumps(held_out, indent=2))
+        return
     model, split, result = evaluate_model_dir(model_dir, filter_seen=filter_seen)
     console.print(
         metrics_table(

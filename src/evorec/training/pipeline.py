@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from evorec.config import DataConfig, EvaluationConfig, RunConfig, SplitConfig
@@ -83,9 +84,16 @@ def train(
     dataset: Dataset | None = None,
     progress: bool = False,
     resume: bool = False,
+    refit: bool = False,
 ) -> TrainResult:
-    """Load and split the data, fit the configured model, evaluate it on the test split and,
-    when ``out`` is given, save it there with its effective config and test metrics."""
+    """Load and split the data, fit the configured model (validation picks the epoch),
+    evaluate it on the test split and, when ``out`` is given, save it there with its
+    effective config and test metrics.
+
+    With ``refit`` a second model with the same settings and the number of epochs that
+    validation chose is then trained on every event, each user's latest ones (the validation
+    and test targets) included, and that model is saved and returned: the test metrics stay
+    those of the first model, measured on events it never saw."""
     dataset = dataset if dataset is not None else load_data(config.data)
     split = make_split(dataset, config.data.split)
     model = build_model(config)
@@ -101,6 +109,24 @@ def train(
         model, split.test, ks=tuple(config.evaluation.ks), filter_seen=config.evaluation.filter_seen
     )
     eval_seconds = time.perf_counter() - began
+    extra: dict[str, Any] = {}
+    if refit:
+        chosen = refit_settings(model)
+        selection = model
+        model = get_model_class(config.model_name)({**config.model_params, **chosen})
+        began = time.perf_counter()
+        model.fit(split.full, progress=progress)
+        refit_seconds = time.perf_counter() - began
+        extra["refit"] = {
+            "events": split.full.n_events,
+            "settings": chosen,
+            "train_seconds": refit_seconds,
+            "fit_info": model.fit_info,
+            "note": "trained on every event after the selection run; the test metrics are "
+            "the selection run's, on events it had not seen",
+        }
+        model.fit_info = selection.fit_info
+        train_seconds += refit_seconds
     if out is not None:
         save_trained(
             model,
@@ -108,11 +134,27 @@ def train(
             split,
             result,
             out,
+            extra=extra,
             # the final save replaces ``out``: keep the checkpoint so that a finished run can
             # be continued with more epochs (``--resume``)
             keep=(CHECKPOINT,) if isinstance(model, SequentialRecommender) else (),
         )
     return TrainResult(model, split, result, train_seconds, eval_seconds)
+
+
+def refit_settings(model: Recommender) -> dict[str, Any]:
+    """The settings a refit on all events takes from a model fitted with validation: the
+    epoch that validation chose (the median over an ensemble's members)."""
+    info = model.fit_info
+    fields = model.config_class.model_fields
+    if "epochs" in fields and info.get("best_valid"):
+        return {"epochs": int(info["best_epoch"])}
+    if "settings" in fields and info.get("members"):
+        chosen = [m["best_epoch"] for m in info["members"] if m.get("best_valid")]
+        if chosen:
+            settings = dict(model.config.model_dump()["settings"])
+            return {"settings": {**settings, "epochs": int(np.median(chosen))}}
+    return {}
 
 
 def save_trained(
@@ -154,6 +196,13 @@ def evaluate_model_dir(
     manifest = read_manifest(path)
     if "run_config" not in manifest:
         raise ModelDirError(f"{path}: no run config in the manifest; cannot rebuild the split")
+    if "refit" in manifest:
+        raise ModelDirError(
+            f"{path}: this model was refit on every event, the test targets included, so a "
+            "test run on it would score events it learned; its held-out metrics (measured "
+            "before the refit) are in metrics.json. Train with --no-refit to evaluate the "
+            "saved model itself."
+        )
     config = RunConfig(**manifest["run_config"])
     model = Recommender.load(path)
     assert model.dataset is not None
