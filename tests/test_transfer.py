@@ -93,8 +93,13 @@ def test_pretrain_finetune_round_trip_with_a_frozen_trunk(
     assert "fine-tuned from" in result.out and "NDCG" in result.out
     source = Recommender.load(pretrained)
     tuned = Recommender.load(out)
-    manifest = json.loads((out / "evorec-model.json").read_text())["transfer"]
+    written = json.loads((out / "evorec-model.json").read_text())
+    manifest = written["transfer"]
     assert manifest["freeze"] == "trunk" and manifest["frozen"]
+    # refit by default: fine-tuned again on every target event for the chosen epochs
+    refit = written["refit"]
+    assert refit["events"] == tuned.dataset.n_events
+    assert refit["settings"] == {"epochs": written["fit_info"]["best_epoch"]}
     assert not any(k.startswith("item_embedding") for k in manifest["transferred"])
     before = source.network.state_dict()
     after = tuned.network.state_dict()

@@ -28,6 +28,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 SECTIONS = ("data", "model", "evaluation")
+ENCODING_HELP = "text encoding of the data files, e.g. latin-1 (default: data.encoding, utf-8)"
+# what ``recommend --out`` writes, by the file's extension
+OUTPUT_FORMATS = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
 
 
 @app.callback()
@@ -56,6 +59,15 @@ def _overrides(sets: list[str] | None) -> list[str]:
         prefixed = "=" in item and key.split(".")[0] not in SECTIONS
         out.append(f"model.{item}" if prefixed else item)  # no '=': the error shows it as given
     return out
+
+
+def _set_encoding(run_config: Any, encoding: str | None) -> None:
+    """``--encoding`` over ``data.encoding``, checked like it."""
+    from evorec.data.readers import check_encoding
+
+    if encoding is not None:
+        check_encoding(encoding)
+        run_config.data.encoding = encoding
 
 
 def _check_bench_overrides(sets: list[str], models: list[str]) -> None:
@@ -117,11 +129,21 @@ def _print_report(dataset: Any) -> None:
     console.print(table)
 
 
+RefitOption = Annotated[
+    bool,
+    typer.Option(
+        help="after choosing the epochs on validation, train again on every event "
+        "(each user's latest included) and save that model"
+    ),
+]
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
     data: Annotated[str | None, typer.Option("--data", help="event file or directory")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -134,13 +156,7 @@ def train(
         list[str] | None, typer.Option("--set", help="override, e.g. lr=0.002 or data.format=csv")
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")] = False,
-    refit: Annotated[
-        bool,
-        typer.Option(
-            help="after choosing the epochs on validation, train again on every event "
-            "(each user's latest included) and save that model"
-        ),
-    ] = True,
+    refit: RefitOption = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train a model (epochs chosen on the validation split), evaluate it on the held-out
@@ -155,6 +171,7 @@ def train(
         run_config.data.path = data
     if fmt is not None:
         run_config.data.format = fmt
+    _set_encoding(run_config, encoding)
     if model is not None:
         run_config.model["name"] = model
     build_model(run_config)  # an unknown model or a bad model setting fails before reading
@@ -227,7 +244,7 @@ def evaluate(
         write_atomic_text(json_out, json.dumps(result.to_dict(), indent=2))
 
 
-def _read_user_file(path: Path) -> list[str]:
+def _read_user_file(path: Path, encoding: str) -> list[str]:
     if not path.exists():
         raise DataError("file not found", path=path)
     if path.suffix == ".parquet":
@@ -238,7 +255,7 @@ def _read_user_file(path: Path) -> list[str]:
         if frame.is_empty():
             raise DataError("no user ids", path=path)
     else:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in _read_text(path, encoding).splitlines() if line.strip()]
         if not lines:
             raise DataError("no user ids", path=path)
         header = lines[0].split(",")[0]
@@ -251,9 +268,42 @@ def _read_user_file(path: Path) -> list[str]:
     return frame[column].cast(pl.Utf8).to_list()
 
 
+def _read_text(path: Path, encoding: str) -> str:
+    """The text of a small file; bytes not valid in ``encoding`` name their line."""
+    from evorec.data.readers import check_encoding
+
+    data = path.read_bytes()
+    try:
+        return data.decode(check_encoding(encoding))
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not valid {encoding} text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"({exc.reason}); read it with its encoding, e.g. --encoding latin-1",
+            path=path,
+            line=data[: exc.start].count(b"\n") + 1,
+        ) from None
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output file whose extension names a format that is not written."""
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"--out {path}: cannot write {path.suffix or 'a file without an extension'}; "
+            f"name the file with one of {', '.join(OUTPUT_FORMATS)}"
+        )
+
+
 def write_frame(frame: pl.DataFrame, path: Path) -> None:
-    """Write CSV or Parquet (by extension), atomically."""
-    write_atomic(path, frame.write_parquet if path.suffix == ".parquet" else frame.write_csv)
+    """Write the format of the extension (see :data:`OUTPUT_FORMATS`), atomically."""
+    check_output(path)
+    writers = {
+        ".csv": frame.write_csv,
+        ".tsv": lambda target: frame.write_csv(target, separator="\t"),
+        ".parquet": frame.write_parquet,
+        ".jsonl": frame.write_ndjson,
+        ".json": frame.write_json,
+    }
+    write_atomic(path, writers[path.suffix.lower()])
 
 
 @app.command()
@@ -263,14 +313,20 @@ def recommend(
     users: Annotated[Path | None, typer.Option("--users", help="file of user ids")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items already in the history")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="write CSV or Parquet")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help=f"write to a file: {', '.join(OUTPUT_FORMATS)}"),
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="text encoding of --users")] = "utf-8",
 ) -> None:
     """Top-k recommendations for known users from their full history."""
     from evorec.models.base import Recommender
 
+    if out is not None:
+        check_output(out)  # before any work
     ids = list(user or [])
     if users is not None:
-        ids += _read_user_file(users)
+        ids += _read_user_file(users, encoding)
     if not ids:
         raise EvorecError("give --user ID or --users FILE")
     model = Recommender.load(model_dir)
@@ -522,9 +578,11 @@ def pretrain(
     data: Annotated[list[str], typer.Option("--data", help="source dataset path (repeatable)")],
     out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
     fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
     model: Annotated[str | None, typer.Option("--model", help="sequence model")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
+    refit: RefitOption = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Pretrain a sequence model on one or more source datasets (for evorec finetune)."""
@@ -534,9 +592,10 @@ def pretrain(
     run_config = load_run_config(config, _overrides(sets))
     if fmt is not None:
         run_config.data.format = fmt
+    _set_encoding(run_config, encoding)
     if model is not None:
         run_config.model["name"] = model
-    result = run_pretrain(run_config, data, out, progress=not quiet)
+    result = run_pretrain(run_config, data, out, progress=not quiet, refit=refit)
     console.print(metrics_table(f"{result.model.name} source test", result.test.metrics))
     console.print(f"pretrained model saved to [bold]{out}[/bold]")
 
@@ -550,10 +609,12 @@ def finetune(
         str, typer.Option(help="keep fixed: none, trunk (sequence encoder), items (item encoder)")
     ] = "none",
     fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="override, e.g. epochs=20 or lr=0.001")
     ] = None,
+    refit: RefitOption = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Fine-tune a pretrained sequence model on a target dataset (new item catalogue)."""
@@ -567,6 +628,7 @@ def finetune(
     run_config.data.path = data
     if fmt is not None:
         run_config.data.format = fmt
+    _set_encoding(run_config, encoding)
     # the pretrained model's class, unless --set name=... asks for another (an error)
     named = [
         s.split("=", 1)[1].strip()
@@ -574,7 +636,7 @@ def finetune(
         if s.split("=", 1)[0].strip() in ("name", "model.name")
     ]
     run_config.model["name"] = named[-1] if named else source.name
-    result = run_finetune(from_dir, run_config, out, freeze=choice, progress=not quiet)
+    result = run_finetune(from_dir, run_config, out, freeze=choice, progress=not quiet, refit=refit)
     info = result.model.fit_info
     console.print(
         metrics_table(

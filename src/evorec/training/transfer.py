@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from evorec.config import RunConfig
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.schema import ITEM, USER
+from evorec.data.split import EvalSet
 from evorec.errors import ConfigError, EvorecError
 from evorec.evaluation.evaluator import evaluate
 from evorec.features.items import text_column
@@ -35,6 +36,7 @@ from evorec.training.pipeline import (
     build_model,
     load_data,
     make_split,
+    refit_settings,
     save_trained,
 )
 from evorec.training.pipeline import train as run_train
@@ -99,9 +101,11 @@ def pretrain(
     out: str | Path,
     *,
     progress: bool = False,
+    refit: bool = False,
 ) -> TrainResult:
     """Train ``config``'s sequence model on the joined ``sources`` (paths read with
-    ``config.data``'s format and preprocessing), evaluate on their held-out events, save."""
+    ``config.data``'s format and preprocessing), evaluate on their held-out events, save
+    (with ``refit``, the model refit on every event, as :func:`~.pipeline.train` does)."""
     if not sources:
         raise ConfigError("pretraining needs at least one source dataset (--data)")
     model = build_model(config)
@@ -110,7 +114,7 @@ def pretrain(
     datasets = [load_data(config.data.model_copy(update={"path": s})) for s in sources]
     config = config.model_copy(deep=True)
     config.data.path = sources[0]
-    return run_train(config, out, dataset=combine(datasets), progress=progress)
+    return run_train(config, out, dataset=combine(datasets), progress=progress, refit=refit)
 
 
 def load_pretrained(path: str | Path) -> SequentialRecommender:
@@ -209,23 +213,21 @@ def finetune(
     freeze: Freeze = "none",
     dataset: Dataset | None = None,
     progress: bool = False,
+    refit: bool = False,
 ) -> TrainResult:
     """Fine-tune the pretrained model in ``from_dir`` on ``config``'s target data (or
     ``dataset``): transfer, optional freezing, training with early stopping on the target's
     validation split, test evaluation and, with ``out``, an atomic save that records where
-    the model was transferred from."""
-    from evorec.training.trainer import SequenceTrainer
-
+    the model was transferred from. With ``refit``, the transfer and fine-tuning are then
+    repeated on every target event for the epochs validation chose, and that model is saved
+    (the test metrics stay those of the first)."""
     source = load_pretrained(from_dir)
-    model = target_model(source, dict(config.model))
     dataset = dataset if dataset is not None else load_data(config.data)
     split = make_split(dataset, config.data.split)
-    model.seed_rngs()
     began = time.perf_counter()
-    model._prepare(split.train, progress)
-    transferred = transfer_parameters(source._network(), model.network)
-    frozen = freeze_parameters(model.network, freeze, transferred)
-    model.fit_info = SequenceTrainer(model, split.train, split.valid, progress=progress).run()
+    model, transferred, frozen = _fine_tuned(
+        source, dict(config.model), split.train, split.valid, freeze, progress
+    )
     model.dataset = split.full
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
@@ -233,6 +235,25 @@ def finetune(
         model, split.test, ks=tuple(config.evaluation.ks), filter_seen=config.evaluation.filter_seen
     )
     eval_seconds = time.perf_counter() - began
+    extra: dict[str, Any] = {}
+    if refit:
+        chosen = refit_settings(model)
+        selection = model
+        began = time.perf_counter()
+        model, _, _ = _fine_tuned(
+            source, {**config.model, **chosen}, split.full, None, freeze, progress
+        )
+        model.dataset = split.full
+        extra["refit"] = {
+            "events": split.full.n_events,
+            "settings": chosen,
+            "train_seconds": time.perf_counter() - began,
+            "fit_info": model.fit_info,
+            "note": "fine-tuned on every target event after the selection run; the test "
+            "metrics are the selection run's, on events it had not seen",
+        }
+        model.fit_info = selection.fit_info
+        train_seconds += extra["refit"]["train_seconds"]
     if out is not None:
         source_info = {
             "from": str(Path(from_dir).resolve()),
@@ -241,5 +262,27 @@ def finetune(
             "transferred": transferred,
             "frozen": frozen,
         }
-        save_trained(model, config, split, result, out, extra={"transfer": source_info})
+        extra["transfer"] = source_info
+        save_trained(model, config, split, result, out, extra=extra)
     return TrainResult(model, split, result, train_seconds, eval_seconds)
+
+
+def _fine_tuned(
+    source: SequentialRecommender,
+    overrides: dict[str, Any],
+    train: Dataset,
+    valid: EvalSet | None,
+    freeze: Freeze,
+    progress: bool,
+) -> tuple[SequentialRecommender, list[str], list[str]]:
+    """A target model started from ``source`` and trained on ``train`` (early stopping on
+    ``valid`` when given); with the transferred and the frozen parameter names."""
+    from evorec.training.trainer import SequenceTrainer
+
+    model = target_model(source, overrides)
+    model.seed_rngs()
+    model._prepare(train, progress)
+    transferred = transfer_parameters(source._network(), model.network)
+    frozen = freeze_parameters(model.network, freeze, transferred)
+    model.fit_info = SequenceTrainer(model, train, valid, progress=progress).run()
+    return model, transferred, frozen
