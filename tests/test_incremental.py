@@ -465,3 +465,27 @@ def test_a_content_aware_model_grows_its_features_and_updates(
     assert vectors.shape == (data.n_items + 5, old_vectors.shape[1])
     assert np.isfinite(vectors).all()
     assert len(updated.recommend(histories=[[NEW, NEW + 1]], k=5)) == 5
+
+
+def test_the_saved_update_also_learns_the_hold_out(
+    base_dir: Path, store: EventStore, tmp_path: Path, one_torch_thread: None
+) -> None:
+    """Every updated user ends with the same new item: it exists only in the hold-out, so
+    only the refit (fine-tuned again with the hold-out) learns it."""
+    dataset = evorec.load_model(base_dir).dataset
+    start = int(dataset.events["timestamp"].max()) + 10
+    users = dataset.user_ids.to_list()[:120]
+    events = chain_events(users, start, 6, seed=0)
+    last = NEW + 100
+    events += [{"user_id": u, "item_id": last, "timestamp": start + 6} for u in users]
+    store.add_events(events)
+    history = [[NEW + 3, NEW + 4, NEW + 5]]
+    measured = update(base_dir, store, tmp_path / "plain", SETTINGS, refit=False)
+    refit = update(base_dir, store, tmp_path / "refit", SETTINGS)
+    assert refit.old == measured.old and refit.new == measured.new  # the same measurement
+    assert last not in measured.model.recommend(histories=history, k=10)["item_id"].to_list()
+    saved = evorec.load_model(tmp_path / "refit")
+    assert last in saved.recommend(histories=history, k=3)["item_id"].to_list()
+    manifest = json.loads((tmp_path / "refit" / "evorec-model.json").read_text())
+    assert manifest["update"]["refit"] is True
+    assert manifest["fit_info"]["refit"]["events"] > 0

@@ -126,11 +126,16 @@ def update(
     progress: bool = False,
     reject_worse: bool = False,
     force: bool = False,
+    refit: bool = True,
 ) -> UpdateResult:
     """Update the model in ``model_dir`` with the events of ``store`` after its cut-off and
     save it to ``out`` (atomically), with the parent version and the new cut-off; the
     store's erased users are left out. ``force``: accept a store other than the cut-off's,
-    reading its events newer than the cut-off time."""
+    reading its events newer than the cut-off time.
+
+    The update is first fine-tuned without each updated user's last event and measured on
+    those events; with ``refit`` (the default) the saved model is then fine-tuned the same
+    way from the old one on every new event, the hold-out included."""
     from evorec.serving.engine import model_version
 
     config = config or UpdateConfig()
@@ -179,6 +184,14 @@ def update(
             f"updated model NDCG@10 {new_scores['NDCG@10']:.4f} < old "
             f"{old_scores['NDCG@10']:.4f} on the hold-out; nothing written"
         )
+    if refit:
+        model = Recommender.load(model_dir)
+        assert isinstance(model, SequentialRecommender)
+        everything = data.with_events(data.events.filter(pl.col(USER_IDX).is_in(users)))
+        grow(model, data.n_items, config, with_events=everything.item_popularity > 0)
+        refit_info = fine_tune(model, everything, config, progress)
+        model.dataset = data
+        fit_info = {**fit_info, "refit": {"events": everything.n_events, **refit_info}}
     new_cutoff = Cutoff(
         max(cutoff.timestamp, int(fresh[TIME].max())),
         int(fresh[LINE].max()),
@@ -205,7 +218,9 @@ def update(
             **counts,
             "config": config.model_dump(),
             "holdout": {**report, "old": old_scores, "new": new_scores},
-            "train_seconds": fit_info["train_seconds"],
+            "refit": refit,
+            "train_seconds": fit_info["train_seconds"]
+            + fit_info.get("refit", {}).get("train_seconds", 0.0),
         },
     }
     files = {"metrics.json": json.dumps({"holdout": extra["update"]["holdout"]}, indent=2)}
