@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from evorec.data.histories import Histories
+from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, VALUE
 from evorec.errors import DataError, UnknownIdError
 
 USER_IDX = "user_idx"
@@ -171,32 +172,116 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | Path) -> Dataset:
+        """A dataset written by :meth:`save`; :class:`DataError` naming the file at fault
+        when one is missing, unreadable or inconsistent with the others."""
         path = Path(path)
-        meta_file = path / "dataset.json"
         required = ["dataset.json", "events.parquet", "user_ids.parquet", "item_ids.parquet"]
         missing = [name for name in required if not (path / name).exists()]
         if missing:
             raise DataError(f"not a saved dataset, missing {', '.join(missing)}", path=path)
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != DATASET_FORMAT:
-            raise DataError(
-                f"dataset format {meta.get('format')} is not supported "
-                f"(this evorec reads format {DATASET_FORMAT})",
-                path=meta_file,
-            )
+        meta = _read_meta(path / "dataset.json")
 
         def optional(name: str) -> pl.DataFrame | None:
             file = path / name
-            return pl.read_parquet(file) if file.exists() else None
+            return _read_table(file, ()) if file.exists() else None
 
+        user_ids = _read_table(path / "user_ids.parquet", (USER,))[USER]
+        item_ids = _read_table(path / "item_ids.parquet", (ITEM,))[ITEM]
+        for ids, name in ((user_ids, "user_ids.parquet"), (item_ids, "item_ids.parquet")):
+            if ids.null_count() or ids.is_duplicated().any():
+                raise DataError("ids must be unique and not null", path=path / name)
+        events = _read_table(path / "events.parquet", (USER_IDX, ITEM_IDX, TIME, BEHAVIOR, VALUE))
+        _check_events(path / "events.parquet", events, len(user_ids), len(item_ids), meta)
         return cls(
-            events=pl.read_parquet(path / "events.parquet"),
-            user_ids=pl.read_parquet(path / "user_ids.parquet")["user_id"],
-            item_ids=pl.read_parquet(path / "item_ids.parquet")["item_id"],
+            events=events,
+            user_ids=user_ids,
+            item_ids=item_ids,
             items=optional("items.parquet"),
             users=optional("users.parquet"),
             behaviors=meta["behaviors"],
             has_time=meta["has_time"],
             name=meta["name"],
             meta=meta["meta"],
+        )
+
+
+# the fields of dataset.json with their type and its JSON name
+META_TYPES: dict[str, tuple[type, str]] = {
+    "behaviors": (list, "array"),
+    "has_time": (bool, "boolean"),
+    "name": (str, "string"),
+    "meta": (dict, "object"),
+}
+
+
+def _read_meta(file: Path) -> dict[str, Any]:
+    """``dataset.json``, checked for its format and the types of its fields."""
+    try:
+        meta = json.loads(file.read_bytes())
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror})", path=file) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"not valid JSON ({exc})", path=file) from None
+    if not isinstance(meta, dict):
+        raise DataError("holds no JSON object", path=file)
+    if meta.get("format") != DATASET_FORMAT:
+        raise DataError(
+            f"dataset format {meta.get('format')} is not supported "
+            f"(this evorec reads format {DATASET_FORMAT})",
+            path=file,
+        )
+    for key, (kind, name) in META_TYPES.items():
+        if not isinstance(meta.get(key), kind):
+            raise DataError(f"must be a JSON {name}", path=file, field=key)
+    if not all(isinstance(b, str) for b in meta["behaviors"]):
+        raise DataError("must be a list of names", path=file, field="behaviors")
+    return meta
+
+
+def _read_table(file: Path, columns: tuple[str, ...]) -> pl.DataFrame:
+    """A Parquet file that must hold ``columns``."""
+    try:
+        frame = pl.read_parquet(file)
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", path=file) from None
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
+        # a panic is no Exception subclass: caught here, it cannot end a caller's retry loop
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"not a readable Parquet file, truncated or corrupt ({detail})", path=file
+        ) from None
+    for column in columns:
+        if column not in frame.columns:
+            raise DataError(
+                f"no column {column!r} (columns: {', '.join(frame.columns)})", path=file
+            )
+    return frame
+
+
+def _check_events(
+    file: Path, events: pl.DataFrame, n_users: int, n_items: int, meta: dict[str, Any]
+) -> None:
+    """The events index the saved id tables, are grouped by user in user order and have
+    a time each: what :attr:`Dataset.histories` relies on."""
+    for column, bound in ((USER_IDX, n_users), (ITEM_IDX, n_items), (TIME, None)):
+        values = events[column]
+        if not values.dtype.is_integer():
+            raise DataError(f"is {values.dtype}, not integers", path=file, field=column)
+        if values.null_count():
+            raise DataError("has missing values", path=file, field=column)
+        if bound is not None and len(values) and (values.min() < 0 or values.max() >= bound):
+            raise DataError(
+                f"values must lie in [0, {bound}) (the ids saved beside)", path=file, field=column
+            )
+    users = events[USER_IDX]
+    if len(users) > 1 and (users.diff().drop_nulls() < 0).any():
+        raise DataError("events are not grouped by user in user order", path=file, field=USER_IDX)
+    codes = events[BEHAVIOR].drop_nulls()
+    if not (codes.dtype.is_integer() or codes.dtype == pl.Null):
+        raise DataError(f"is {codes.dtype}, not behaviour codes", path=file, field=BEHAVIOR)
+    if len(codes) and (codes.min() < 0 or codes.max() >= len(meta["behaviors"])):
+        raise DataError(
+            f"codes must lie in [0, {len(meta['behaviors'])}) (the behaviours of dataset.json)",
+            path=file,
+            field=BEHAVIOR,
         )

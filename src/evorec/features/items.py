@@ -86,18 +86,65 @@ class ItemFeatures:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ItemFeatures:
-        def array(key: str) -> np.ndarray | None:
-            value = state.get(key)
-            return value.numpy() if isinstance(value, torch.Tensor) else value
+        """The features :meth:`state` returned; ``ValueError`` naming the array that is
+        missing or does not fit the others (a saved state comes from a file)."""
 
-        return cls(
-            trained=array("trained"),
-            attribute_offsets=array("attribute_offsets"),
-            attribute_values=array("attribute_values"),
-            n_attributes=int(state["n_attributes"]),
-            numeric=array("numeric"),
-            text=array("text"),
+        def array(key: str, kind: str, ndim: int) -> np.ndarray | None:
+            value = state.get(key)
+            if value is None:
+                return None
+            return checked_array(value, f"item features '{key}'", kind, ndim)
+
+        trained = array("trained", "b", 1)
+        if trained is None:
+            raise ValueError("item features: no 'trained' mask")
+        n_attributes = state.get("n_attributes")
+        if isinstance(n_attributes, bool) or not isinstance(n_attributes, int) or n_attributes < 0:
+            raise ValueError(f"item features 'n_attributes': {n_attributes!r} is no count")
+        features = cls(
+            trained=trained,
+            attribute_offsets=array("attribute_offsets", "iu", 1),
+            attribute_values=array("attribute_values", "iu", 1),
+            n_attributes=n_attributes,
+            numeric=array("numeric", "f", 2),
+            text=array("text", "f", 2),
         )
+        features._check_rows()
+        return features
+
+    def _check_rows(self) -> None:
+        """Every array has one row per item, and attribute tokens index the vocabulary."""
+        n = self.n_items
+        for key, matrix in (("numeric", self.numeric), ("text", self.text)):
+            if matrix is not None and len(matrix) != n:
+                raise ValueError(f"item features '{key}': {len(matrix)} rows for {n} items")
+        offsets, values = self.attribute_offsets, self.attribute_values
+        if (offsets is None) != (values is None):
+            raise ValueError("item features: attribute offsets and values come together")
+        if offsets is None or values is None:
+            return
+        if (
+            len(offsets) != n + 1
+            or offsets[0] != 0
+            or offsets[-1] != len(values)
+            or (np.diff(offsets) < 0).any()
+        ):
+            raise ValueError(f"item features 'attribute_offsets': not the CSR offsets of {n} items")
+        if len(values) and (values.min() < 0 or values.max() >= self.n_attributes):
+            raise ValueError(
+                f"item features 'attribute_values': tokens outside [0, {self.n_attributes})"
+            )
+
+
+def checked_array(value: Any, what: str, kinds: str, ndim: int) -> np.ndarray:
+    """``value`` (a tensor or array of a saved state) as an array of one of the dtype
+    ``kinds`` (NumPy kind codes) with ``ndim`` dimensions; ``ValueError`` otherwise."""
+    if not isinstance(value, (torch.Tensor, np.ndarray)):
+        raise ValueError(f"{what}: a {type(value).__name__}, not an array")
+    matrix = value.numpy() if isinstance(value, torch.Tensor) else value
+    if matrix.dtype.kind not in kinds or matrix.ndim != ndim:
+        raise ValueError(f"{what}: {matrix.dtype} of shape {matrix.shape}, expected {ndim}-D")
+    return matrix
 
 
 def split_columns(schema: pl.Schema, skip: tuple[str, ...] | list[str]) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from torch import nn
 from evorec.data.dataset import USER_IDX, Dataset
 from evorec.data.schema import USER
 from evorec.errors import ConfigError
-from evorec.features.items import attribute_tokens, numeric_matrix, split_columns
+from evorec.features.items import attribute_tokens, checked_array, numeric_matrix, split_columns
 
 NOT_PROFILE = (USER, USER_IDX, "friends")
 
@@ -47,15 +47,24 @@ class UserFeatures:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> UserFeatures:
-        def array(value: Any) -> np.ndarray:
-            return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
+        """The profiles :meth:`state` returned; ``ValueError`` naming the array that is
+        missing or does not fit the others (a saved state comes from a file)."""
+        if "tokens" not in state:
+            raise ValueError("user features: no 'tokens'")
+        tokens = checked_array(state["tokens"], "user features 'tokens'", "iu", 2)
+        n_tokens = state.get("n_tokens")
+        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
+            raise ValueError(f"user features 'n_tokens': {n_tokens!r} is no count")
+        if tokens.size and (tokens.min() < 0 or tokens.max() > n_tokens):
+            raise ValueError(f"user features 'tokens': ids outside [0, {n_tokens}]")
         numeric = state.get("numeric")
-        return cls(
-            array(state["tokens"]),
-            int(state["n_tokens"]),
-            None if numeric is None else array(numeric),
-        )
+        if numeric is not None:
+            numeric = checked_array(numeric, "user features 'numeric'", "f", 2)
+            if len(numeric) != len(tokens):
+                raise ValueError(
+                    f"user features 'numeric': {len(numeric)} rows for {len(tokens)} users"
+                )
+        return cls(tokens, n_tokens, numeric)
 
 
 def profile_columns(dataset: Dataset) -> dict[str, list[str]]:

@@ -27,7 +27,7 @@ from evorec import __version__
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
-from evorec.errors import ConfigError, EvorecError, ModelDirError
+from evorec.errors import ConfigError, DataError, EvorecError, ModelDirError
 from evorec.evaluation.evaluator import exclude_seen
 
 if TYPE_CHECKING:
@@ -263,28 +263,34 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        """Load any saved model; called on a subclass, the directory must hold that model."""
+        """Load any saved model; called on a subclass, the directory must hold that model.
+
+        Nothing in the directory is executed (``state.pt`` loads with ``weights_only``);
+        every file that is missing, unreadable or inconsistent with the others is a
+        :class:`ModelDirError` naming it."""
         from evorec.models import get_model_class
 
         path = Path(path)
         manifest = read_manifest(path)
-        model_cls = get_model_class(manifest["model"])
+        try:
+            model_cls = get_model_class(manifest["model"])
+        except ConfigError as exc:
+            raise ModelDirError(f"{path / MANIFEST}: {exc}") from None
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise ModelDirError(f"{path} holds a {manifest['model']} model, not {cls.name}")
-        config = yaml.safe_load((path / "config.yaml").read_text())
-        model = model_cls(config)
-        model.dataset = Dataset.load(path / "dataset")
-        model.fit_info = manifest.get("fit_info", {})
+        model = _from_config(path / "config.yaml", model_cls)
         try:
-            state = torch.load(path / "state.pt", weights_only=True)
-            model._load_state(state)
-        except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-            raise ModelDirError(f"{path / 'state.pt'}: cannot load parameters ({exc})") from None
+            model.dataset = Dataset.load(path / "dataset")
+        except DataError as exc:
+            raise ModelDirError(str(exc)) from None
+        model.fit_info = manifest.get("fit_info", {})
+        _load_parameters(model, path / "state.pt")
         return model
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of a model directory, after checking the directory is complete."""
+    """The manifest of a model directory, after checking the directory is complete and
+    the manifest's fields have their types."""
     if not path.is_dir():
         raise ModelDirError(f"{path}: model directory not found")
     missing = [
@@ -292,16 +298,110 @@ def read_manifest(path: Path) -> dict[str, Any]:
     ]
     if missing:
         raise ModelDirError(f"{path}: not a complete model directory, missing {', '.join(missing)}")
+    file = path / MANIFEST
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelDirError(f"{path / MANIFEST}: unreadable manifest ({exc})") from None
+        manifest = json.loads(file.read_bytes())
+    except OSError as exc:
+        raise ModelDirError(f"{file}: cannot read the manifest ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{file}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelDirError(f"{file}: the manifest is a JSON {_json_kind(manifest)}, not an object")
     if manifest.get("format") != MODEL_FORMAT:
         raise ModelDirError(
             f"{path}: written by evorec {manifest.get('evorec_version', '?')} in model format "
             f"{manifest.get('format')}; this evorec {__version__} reads format {MODEL_FORMAT}"
         )
+    if "model" not in manifest:
+        raise ModelDirError(f"{file}: the manifest names no model (key 'model')")
+    for key, (kind, name) in MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise ModelDirError(
+                f"{file}: '{key}' is a JSON {_json_kind(manifest[key])}, expected {name}"
+            )
     return manifest
+
+
+# the manifest fields read back, with the JSON kind each must have when present
+MANIFEST_TYPES: dict[str, tuple[type, str]] = {
+    "model": (str, "a string"),
+    "evorec_version": (str, "a string"),
+    "fit_info": (dict, "an object"),
+    "run_config": (dict, "an object"),
+    "cutoff": (dict, "an object"),
+    "lineage": (list, "an array"),
+}
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def _from_config(file: Path, model_cls: type[Recommender]) -> Recommender:
+    """An unfitted ``model_cls`` with the settings of ``config.yaml``."""
+    try:
+        config = yaml.safe_load(file.read_bytes())
+    except OSError as exc:
+        raise ModelDirError(f"{file}: cannot read the model config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or _one_line(exc)
+        raise ModelDirError(f"{file}: not valid YAML{line} ({problem})") from None
+    if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
+        kind = "an empty file" if config is None else f"a {type(config).__name__}"
+        raise ModelDirError(f"{file}: the model config is {kind}, not a mapping of settings")
+    try:
+        return model_cls(config)
+    except ConfigError as exc:
+        raise ModelDirError(f"{file}: {exc}") from None
+
+
+def _load_parameters(model: Recommender, file: Path) -> None:
+    """Restore ``model``'s parameters from ``state.pt`` and check that they give one
+    finite item vector per item of its dataset."""
+    if file.is_file() and file.stat().st_size == 0:
+        raise ModelDirError(f"{file}: empty file (0 bytes), the parameters were never written")
+    try:
+        state = torch.load(file, weights_only=True)
+    except OSError as exc:
+        if exc.filename is not None:  # the file itself: a directory, unreadable
+            raise ModelDirError(f"{file}: cannot read parameters ({exc.strerror})") from None
+        reason = exc.strerror or _one_line(exc)
+        raise ModelDirError(f"{file}: truncated or not a parameter file ({reason})") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise ModelDirError(
+            f"{file}: truncated or not a parameter file ({_one_line(exc)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelDirError(
+            f"{file}: holds a {type(state).__name__}, not a mapping of named parameters"
+        )
+    dataset = model._require_fitted()
+    try:
+        model._load_state(state)
+        vectors = np.asarray(model.item_vectors())
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else _one_line(exc)
+        raise ModelDirError(
+            f"{file}: parameters do not fit the {model.name} model of config.yaml ({detail})"
+        ) from None
+    if vectors.ndim != 2 or len(vectors) != dataset.n_items:
+        raise ModelDirError(
+            f"{file}: item vectors of shape {vectors.shape} for the {dataset.n_items} items "
+            "of dataset/"
+        )
+    finite = np.isfinite(vectors).all(1)
+    if not finite.all():
+        item = dataset.item_ids[int(np.argmin(finite))]
+        raise ModelDirError(f"{file}: the vector of item {item!r} is not finite")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first two lines of an error (torch puts the first mismatch on the second)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
 
 
 def _as_tensors(state: Any) -> Any:

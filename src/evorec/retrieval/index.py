@@ -304,21 +304,20 @@ def load_index(
         raise ModelDirError(f"{path}: item index not found")
     try:
         index = faiss.read_index(str(path))  # already of its concrete class
-    except RuntimeError as exc:
-        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise ModelDirError(f"{path}: cannot read item index ({message})") from None
-    if index.metric_type != faiss.METRIC_INNER_PRODUCT or index.ntotal == 0:
-        raise ModelDirError(f"{path}: not an inner-product item index")
-    if isinstance(index, faiss.IndexHNSWFlat):
-        loaded: ItemIndex = HNSWIndex(
-            index, _flat_vectors(faiss.downcast_index(index.storage)), config
-        )
-    elif isinstance(index, faiss.IndexIVFFlat):
-        loaded = IVFIndex(index, _ivf_vectors(index), config)
-    elif isinstance(index, faiss.IndexFlat):
-        loaded = ExactIndex(index, _flat_vectors(index), config)
-    else:
-        raise ModelDirError(f"{path}: unsupported item index type {type(index).__name__}")
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT or index.ntotal == 0:
+            raise ModelDirError(f"{path}: not an inner-product item index")
+        if isinstance(index, faiss.IndexHNSWFlat):
+            loaded: ItemIndex = HNSWIndex(
+                index, _flat_vectors(faiss.downcast_index(index.storage)), config
+            )
+        elif isinstance(index, faiss.IndexIVFFlat):
+            loaded = IVFIndex(index, _ivf_vectors(index), config)  # checks the item ids
+        elif isinstance(index, faiss.IndexFlat):
+            loaded = ExactIndex(index, _flat_vectors(index), config)
+        else:
+            raise ModelDirError(f"{path}: unsupported item index type {type(index).__name__}")
+    except (RuntimeError, MemoryError) as exc:  # a corrupt size can make faiss over-allocate
+        raise ModelDirError(f"{path}: cannot read item index ({_faiss_message(exc)})") from None
     if config.kind != "auto" and config.kind != loaded.kind:
         raise ModelDirError(
             f"{path}: index kind is {loaded.kind}, the config asks for {config.kind}"
@@ -349,7 +348,13 @@ def load_or_build_index(
     directory = Path(directory)
     path = directory / f"{INDEX_FILE_PREFIX}{kind}-{digest.hexdigest()[:16]}.faiss"
     if path.is_file():
-        return load_index(path, config)
+        loaded = load_index(path, config)
+        if loaded.vectors.shape != vectors.shape or not np.array_equal(loaded.vectors, vectors):
+            raise ModelDirError(
+                f"{path}: the item index does not hold the model's item vectors (corrupt); "
+                "delete it to have it rebuilt"
+            )
+        return loaded
     index = build_index(vectors, config)
     try:
         index.save(path)
@@ -360,6 +365,13 @@ def load_or_build_index(
         if stale != path:
             stale.unlink(missing_ok=True)
     return index
+
+
+def _faiss_message(exc: BaseException) -> str:
+    """The last line of a faiss error (the failed check), without the C++ location."""
+    lines = str(exc).strip().splitlines()
+    last = lines[-1] if lines else type(exc).__name__
+    return last.split(" Error: ", 1)[-1].strip()
 
 
 def _as_matrix(values: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:
