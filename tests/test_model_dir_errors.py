@@ -449,3 +449,12 @@ def test_recommend_on_a_broken_directory_in_a_real_process(model_dir: Path, tmp_
     assert result.returncode == 1 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and str(broken / "dataset" / "events.parquet") in lines[0], err
+
+
+def test_evaluate_names_an_invalid_run_config(model_dir: Path, tmp_path: Path, run) -> None:
+    broken = broken_copy(
+        model_dir, tmp_path / "broken", manifest(lambda m: {**m, "run_config": {"model": 5}})
+    )
+    result = run("evaluate", "--model-dir", broken)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert str(broken / "evorec-model.json") in result.err and "run_config" in result.err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 
 class EvorecError(Exception):
     """Base class for errors reported to the user without a traceback."""
@@ -49,3 +51,10 @@ class StoreError(EvorecError):
 
 class NonFiniteError(EvorecError):
     """A loss or score that became NaN or infinite: the model diverged."""
+
+
+def first_validation_error(exc: ValidationError) -> str:
+    """The first problem pydantic found, as ``field.path: message``."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]

@@ -10,16 +10,17 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 
 from evorec.config import DataConfig, EvaluationConfig, RunConfig, SplitConfig
 from evorec.data.dataset import Dataset
 from evorec.data.load import load_dataset
 from evorec.data.split import Split, leave_one_out, temporal_split
-from evorec.errors import ConfigError, ModelDirError
+from evorec.errors import ConfigError, ModelDirError, first_validation_error
 from evorec.evaluation.cold import cold_item_split
 from evorec.evaluation.evaluator import EvalResult, evaluate
 from evorec.models import get_model_class
-from evorec.models.base import Recommender, read_manifest
+from evorec.models.base import MANIFEST, Recommender, read_manifest
 from evorec.models.sequential import SequentialRecommender
 from evorec.training.incremental import dataset_cutoff
 
@@ -44,6 +45,7 @@ def load_data(config: DataConfig) -> Dataset:
         columns=config.columns,
         preprocess_config=config.preprocess,
         on_bad_rows=config.on_bad_rows,
+        encoding=config.encoding,
     )
 
 
@@ -203,7 +205,12 @@ def evaluate_model_dir(
             "before the refit) are in metrics.json. Train with --no-refit to evaluate the "
             "saved model itself."
         )
-    config = RunConfig(**manifest["run_config"])
+    try:
+        config = RunConfig(**manifest["run_config"])
+    except ValidationError as exc:
+        raise ModelDirError(
+            f"{path / MANIFEST}: invalid run_config: {first_validation_error(exc)}"
+        ) from None
     model = Recommender.load(path)
     assert model.dataset is not None
     split = make_split(model.dataset, config.data.split)
