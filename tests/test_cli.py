@@ -262,6 +262,63 @@ def test_recommend_users_file_to_file(
     assert not [pair for pair in recs.select("user_id", "item_id").iter_rows() if pair in seen]
 
 
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a failed command."""
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ""])
+def test_recommend_refuses_an_output_format_it_cannot_write(
+    pop_dir: Path, work: Path, suffix: str
+) -> None:
+    out = work / f"recs{suffix}"
+    # an unknown user would fail later: the output is checked before any work
+    line = error_line(evorec("recommend", "--model-dir", pop_dir, "--user", "nobody", "--out", out))
+    assert f"--out {out}" in line and ".csv, .tsv, .parquet, .jsonl, .json" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".json"])
+def test_recommend_writes_the_format_of_the_extension(
+    pop_dir: Path, work: Path, suffix: str
+) -> None:
+    out = work / f"recs-u7{suffix}"
+    ok("recommend", "--model-dir", pop_dir, "--user", "u7", "-k", str(K), "--out", out)
+    readers = {".tsv": lambda p: pl.read_csv(p, separator="\t"), ".jsonl": pl.read_ndjson}
+    recs = readers.get(suffix, pl.read_json)(out)
+    assert recs.columns == ["user_id", "item_id", "score", "rank"]
+    assert recs["user_id"].to_list() == ["u7"] * K and recs["rank"].to_list() == [*range(1, K + 1)]
+
+
+def test_train_reads_a_latin1_log_only_with_its_encoding(work: Path) -> None:
+    """Ids that differ only by a non-ASCII letter stay apart; without --encoding the file
+    fails, naming its line, instead of merging them."""
+    items = ["café", "cafè", "thé", "the"]
+    rows = [f"u{u},{item},{100 * u + i}" for u in range(6) for i, item in enumerate(items)]
+    data = work / "latin.csv"
+    data.write_bytes(("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    sets = [
+        "--set",
+        "data.preprocess.min_user_events=1",
+        "--set",
+        "data.preprocess.min_item_events=1",
+    ]
+    out = work / "pop-latin"
+    line = error_line(evorec("train", "--data", data, "--model", "pop", "--out", out, *sets))
+    assert f"{data}:2: not valid utf-8" in line and "--encoding latin-1" in line
+    assert not out.exists()
+    ok("train", "--data", data, "--encoding", "latin-1", "--model", "pop", "--out", out, *sets)
+    assert yaml.safe_load((out / "run.yaml").read_text())["data"]["encoding"] == "latin-1"
+    recs = work / "recs-latin.csv"
+    ok("recommend", "--model-dir", out, "--user", "u0", "--include-seen", "-k", "4", "--out", recs)
+    assert sorted(pl.read_csv(recs)["item_id"]) == sorted(items)
+    info = ok("data", "info", "--data", data, "--encoding", "latin-1").stdout
+    assert re.search(r"items\s*│\s*4\s", info)
+
+
 # --------------------------------------------------------------------------- bench, demo
 
 

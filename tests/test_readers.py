@@ -251,7 +251,10 @@ def test_ragged_and_short_rows_are_bad(tmp_path: Path) -> None:
     events = read_events(path).events
     assert events.filter(pl.col("item_id").is_null())["line"].to_list() == [4]
     error = error_of(path, on_bad_rows="error")
-    assert error.line == 3 and "more than 3 fields" in str(error)
+    assert error.line == 3 and "the line has 4 fields, the header has 3" in str(error)
+    short = write(tmp_path / "short.csv", "user,item,ts\n1,2,100\n2\n2,5,300\n")
+    error = error_of(short, on_bad_rows="error")
+    assert error.line == 3 and "the line has 1 field, the header has 3" in str(error)
 
 
 def test_mostly_bad_rows(tmp_path: Path) -> None:
@@ -263,7 +266,8 @@ def test_mostly_bad_rows(tmp_path: Path) -> None:
 def test_non_numeric_timestamp_column(tmp_path: Path) -> None:
     path = write(tmp_path / "log.csv", "user,item,ts\n1,2,monday\n1,3,tuesday\n")
     error = error_of(path)
-    assert error.field == "ts" and error.line == 2 and "no parseable timestamp" in str(error)
+    assert error.field == "ts" and error.line == 2
+    assert "2 of 2 rows have an unparseable timestamp (first at line 2: 'monday')" in str(error)
 
 
 def test_missing_required_column(tmp_path: Path) -> None:
@@ -446,4 +450,135 @@ def test_amazon_metadata_bad_line_is_named(tmp_path: Path) -> None:
         handle.write('{"asin": "i1", "category": ["Toys", "Cars"], "title": "Racer"}\n')
         handle.write("{not json\n")
     with pytest.raises(DataError, match=r"meta_Toys.json.gz:2: not a JSON object"):
+        read_events(tmp_path)
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def latin1_log(tmp_path: Path) -> Path:
+    """Two items whose ids differ only by a non-ASCII letter (café, cafè), in Latin-1."""
+    rows = "".join(f"u{u},caf{c},{100 + u}\n" for u in range(3) for c in "éè")
+    return write(tmp_path / "latin.csv", "user_id,item_id,timestamp\n" + rows, "latin-1")
+
+
+def test_non_utf8_bytes_fail_naming_line_offset_and_encoding(tmp_path: Path) -> None:
+    path = latin1_log(tmp_path)
+    error = error_of(path)
+    assert error.path == str(path) and error.line == 2
+    offset = len(b"user_id,item_id,timestamp\nu0,caf")
+    assert f"byte 0xe9 at offset {offset}" in str(error) and "--encoding latin-1" in str(error)
+    raw = read_events(path, encoding="latin-1")
+    assert raw.events["item_id"].unique(maintain_order=True).to_list() == ["café", "cafè"]
+    assert raw.events.height == 6
+
+
+@pytest.mark.parametrize(
+    "name,text,fmt",
+    [
+        ("log.jsonl", '{"user": 1, "item": "tea", "ts": 5}\n{"user": 1, "item": "café"}\n', "auto"),
+        ("Toy.txt", "alice tea sock\nbob café hat\n", "sequence"),
+        ("log.tsv", "user\titem\n1\ttea\n1\tcafé\n", "auto"),
+    ],
+)
+def test_every_text_reader_refuses_undecodable_bytes(
+    tmp_path: Path, name: str, text: str, fmt: str
+) -> None:
+    path = write(tmp_path / name, text, "latin-1")
+    error = error_of(path, fmt)
+    assert "not valid utf-8" in str(error)
+    assert error.line == text[: text.index("é")].count("\n") + 1
+    items = read_events(path, fmt, encoding="latin-1").events["item_id"].to_list()
+    assert "café" in items
+
+
+def test_a_utf16_file_gets_a_utf16_hint_and_reads_with_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", "user,item\nu1,café\nu2,cafè\n", "utf-16")
+    assert "--encoding utf-16" in str(error_of(path))
+    assert read_events(path, encoding="utf-16").events["item_id"].to_list() == ["café", "cafè"]
+
+
+def test_unknown_encoding_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", "user,item\n1,2\n")
+    for encoding in ("klingon", "base64"):  # no codec, a codec that is not a text encoding
+        with pytest.raises(ConfigError, match="unknown text encoding"):
+            read_events(path, encoding=encoding)
+
+
+def test_duplicate_header_names_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", "user_id,item_id,timestamp,timestamp\n1,2,100,x\n")
+    error = error_of(path)
+    assert (error.line, error.field) == (1, "timestamp")
+    assert "'timestamp' 2 times (columns 3, 4)" in str(error)
+    # a quoted separator is part of a name, and unnamed columns are not duplicates
+    path = write(tmp_path / "quoted.csv", '"user",item,"ts, utc",,\n1,2,100,,\n')
+    assert read_events(path, columns={"timestamp": "ts, utc"}).events.row(0)[:3] == (1, 2, 100)
+
+
+def test_sequence_file_with_a_non_integer_item(tmp_path: Path) -> None:
+    lines = [f"{u} " + " ".join(str(i) for i in range(1, 6)) for u in range(1, 5)]
+    lines[2] = "3 1 2 x3 4"
+    path = write(tmp_path / "Beauty.txt", "\n".join(lines) + "\n")
+    assert detect_format(path) == "sequence"
+    events = read_events(path).events
+    assert events["item_id"].dtype == pl.Int64
+    assert events.filter(pl.col("user_id").is_null())["line"].to_list() == [3]
+    error = error_of(path, on_bad_rows="error")
+    assert (error.line, error.field) == (3, "item")
+    assert "'x3' (an integer id expected)" in str(error)
+    header = write(tmp_path / "words.txt", "user item\n1 2\n")
+    assert detect_format(header) != "sequence"  # a header line is not a user
+
+
+def test_sequence_file_of_string_ids_keeps_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "seq.txt", "alice shoe sock\nbob sock hat\n")
+    events = read_events(path, "sequence").events
+    assert events["item_id"].to_list() == ["shoe", "sock", "sock", "hat"]
+
+
+def test_all_timestamps_unparseable_counts_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", "user,item,ts\n1,2,abc\n1,3,\n2,2,xyz\n")
+    error = error_of(path)
+    assert (error.line, error.field) == (2, "ts")
+    assert "2 of 3 rows have an unparseable timestamp (first at line 2: 'abc')" in str(error)
+    assert "the other 1 none" in str(error)
+
+
+def test_wrong_field_counts_name_line_and_counts(tmp_path: Path) -> None:
+    # the first row is the widest: Polars would size the table by it
+    path = write(tmp_path / "log.csv", "user,item,ts\n1,2,3,4,5,6,7,8\n1,3,4\n1,4,5\n")
+    events = read_events(path).events
+    assert events.filter(pl.col("user_id").is_null())["line"].to_list() == [2]
+    error = error_of(path, on_bad_rows="error")
+    assert error.line == 2 and error.field is None
+    assert str(error).endswith("the line has 8 fields, the header has 3")
+    taobao = write(tmp_path / "UserBehavior.csv", "1,10,100,pv,1511544070\n1,11,100,buy\n")
+    error = error_of(taobao, "taobao", on_bad_rows="error")
+    assert error.line == 2 and "the line has 4 fields, expected 5" in str(error)
+
+
+def test_csv_syntax_errors_leave_out_polars_advice(tmp_path: Path) -> None:
+    error = error_of(write(tmp_path / "log.csv", 'user,item\n"1,2\n'))
+    assert "cannot read" in str(error) and "not properly escaped" in str(error)
+    assert "You might want to try" not in str(error) and "infer_schema" not in str(error)
+
+
+def test_no_events_left_says_which_rows_went_and_why(tmp_path: Path) -> None:
+    from evorec.data.load import load_dataset
+
+    rows = "".join(f"u{u},i{i},{'abc' if i % 2 else 100 + i}\n" for u in range(4) for i in range(6))
+    path = write(tmp_path / "log.csv", "user,item,ts\n" + rows)
+    with pytest.raises(DataError) as info:
+        load_dataset(path, cache=False)
+    message = str(info.value)
+    assert "12 of 24 rows were dropped as unreadable (12 with no parseable timestamp" in message
+    assert "lines 3, 5, 7, 9, 11 ..." in message and "then k-core removed 12" in message
+    assert "lower min_user_events" in message
+
+
+def test_amazon_metadata_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / "Toys.csv").write_text("i1,u1,5.0,100\ni2,u1,4.0,200\n")
+    with gzip.open(tmp_path / "meta_Toys.json.gz", "wb") as handle:
+        handle.write(b'{"asin": "i1", "title": "Racer"}\n{"asin": "i2", "title": "Caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"meta_Toys.json.gz:2: not valid UTF-8 JSON: byte 0xe9"):
         read_events(tmp_path)

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from evorec.data.preprocess import PreprocessConfig
+from evorec.data.readers import DEFAULT_ENCODING, check_encoding
 from evorec.errors import ConfigError
 
 
@@ -37,8 +39,21 @@ class DataConfig(BaseModel):
         None, description="canonical name -> source column, e.g. {user_id: userId}"
     )
     on_bad_rows: Literal["drop", "error"] = "drop"
+    encoding: str = Field(
+        DEFAULT_ENCODING,
+        description="text encoding of the data files (a Python codec name, e.g. latin-1)",
+    )
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            check_encoding(encoding)
+        except ConfigError as exc:
+            raise PydanticCustomError("encoding", str(exc)) from None
+        return encoding
 
 
 class EvaluationConfig(BaseModel):

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evorec.data.download import download as download_dataset
-from evorec.data.readers import SUPPORTED_FORMATS, read_events
+from evorec.data.readers import DEFAULT_ENCODING, SUPPORTED_FORMATS, read_events
 from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, RawData
 from evorec.data.simulate import simulate as simulate_dataset
 
@@ -53,9 +53,12 @@ def simulate(
 def info(
     data: Path = typer.Option(..., "--data", help="Dataset file or directory."),
     format: str = typer.Option("auto", "--format", help=f"auto, {', '.join(SUPPORTED_FORMATS)}."),
+    encoding: str = typer.Option(
+        DEFAULT_ENCODING, "--encoding", help="Text encoding of the data files, e.g. latin-1."
+    ),
 ) -> None:
     """Read a dataset and print its size, time span and side tables."""
-    raw = read_events(data, format)
+    raw = read_events(data, format, encoding=encoding)
     _out.print(_summary(raw))
 
 

@@ -11,7 +11,7 @@ import polars as pl
 from evorec.data.dataset import Dataset
 from evorec.data.download import data_home
 from evorec.data.preprocess import PreprocessConfig, cache_key, preprocess
-from evorec.data.readers import read_events
+from evorec.data.readers import DEFAULT_ENCODING, check_encoding, read_events
 from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, VALUE, RawData, canonical_events
 from evorec.errors import DataError
 
@@ -23,20 +23,25 @@ def load_dataset(
     columns: dict[str, str] | None = None,
     preprocess_config: PreprocessConfig | dict[str, Any] | None = None,
     on_bad_rows: str = "drop",
+    encoding: str = DEFAULT_ENCODING,
     cache: bool = True,
     cache_dir: str | Path | None = None,
 ) -> Dataset:
-    """Read and preprocess ``path``; a second call with the same content and options is
-    served from the Parquet cache under ``<data home>/processed``."""
+    """Read and preprocess ``path`` (text files in ``encoding``); a second call with the
+    same content and options is served from the Parquet cache under ``<data home>/processed``."""
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", path=path)
     config = PreprocessConfig.model_validate(preprocess_config or {})
+
+    def read() -> Dataset:
+        raw = read_events(path, format, columns=columns, on_bad_rows=on_bad_rows, encoding=encoding)
+        return preprocess(raw, config)
+
     if not cache:
-        return preprocess(
-            read_events(path, format, columns=columns, on_bad_rows=on_bad_rows), config
-        )
-    key = cache_key(path, f"{format}/{on_bad_rows}", columns, config)
+        return read()
+    codec = check_encoding(encoding)
+    key = cache_key(path, f"{format}/{on_bad_rows}/{codec}", columns, config)
     target = Path(cache_dir) if cache_dir else data_home() / "processed"
     target = target / f"{path.stem}-{key}"
     if target.exists():
@@ -46,9 +51,7 @@ def load_dataset(
             return dataset
         except (DataError, OSError, pl.exceptions.PolarsError):
             shutil.rmtree(target, ignore_errors=True)
-    dataset = preprocess(
-        read_events(path, format, columns=columns, on_bad_rows=on_bad_rows), config
-    )
+    dataset = read()
     dataset.save(target)
     dataset.meta["cache"] = {"path": str(target), "hit": False}
     return dataset

@@ -68,6 +68,39 @@ def _first_lines(df: pl.DataFrame) -> str:
     return "lines " + ", ".join(map(str, lines)) + (" ..." if df.height > len(lines) else "")
 
 
+def _nothing_left(bad: pl.DataFrame, report: PreprocessReport) -> str:
+    """Why no event survived: the rows dropped as unreadable (by the column that failed),
+    then what each later step removed."""
+    read = report.steps[0].before
+    later = [s for s in report.steps[2:] if s.removed]
+    removed = ", ".join(
+        f"{s.step} removed {s.removed:,}" + (f" ({s.detail})" if s.detail else "") for s in later
+    )
+    hint = (
+        "lower min_user_events / min_item_events"
+        if any(s.step == "k-core" for s in later)
+        else "relax the preprocess options"
+    )
+    if bad.height == 0:
+        return f"no events left after preprocessing: of {read:,} rows, {removed}; {hint}"
+    # a reader nulls the user of every malformed row, so a null user alone means another field
+    causes = [
+        f"{count:,} with no parseable {column}"
+        for column in (TIME, ITEM)
+        if (count := bad[column].null_count())
+    ]
+    other = bad.filter(pl.col(TIME).is_not_null() & pl.col(ITEM).is_not_null()).height
+    if other:
+        causes.append(f"{other:,} with no user or another malformed field")
+    message = (
+        f"no events left after preprocessing: {bad.height:,} of {read:,} rows were dropped as "
+        f"unreadable ({', '.join(causes)}; {_first_lines(bad)})"
+    )
+    if later:
+        return f"{message}, then {removed}; fix the unreadable rows or {hint}"
+    return f"{message}; fix the unreadable rows"
+
+
 def k_core(events: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
     """Iterate user and item count filters until both hold; returns events and rounds."""
     rounds = 0
@@ -130,10 +163,7 @@ def preprocess(raw: RawData, config: PreprocessConfig | None = None) -> Dataset:
         f"users >= {config.min_user_events}, items >= {config.min_item_events}, {rounds} rounds",
     )
     if events.height == 0:
-        raise DataError(
-            "no events left after preprocessing; lower min_user_events / min_item_events",
-            path=source,
-        )
+        raise DataError(_nothing_left(bad, report), path=source)
 
     events = events.sort([USER, TIME, LINE], maintain_order=True)
     first_seen = events.sort(LINE)

@@ -10,10 +10,13 @@ when more than half of the rows are bad, or when ``on_bad_rows="error"`` and any
 
 from __future__ import annotations
 
+import codecs
+import csv
 import gzip
 import html
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,7 @@ SUPPORTED_FORMATS = (
 TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
 MAX_BAD_FRACTION = 0.5
+DEFAULT_ENCODING = "utf-8"
 
 # Source column names recognised for each canonical column, in order of preference; they are
 # compared with the file's names lower-cased and stripped of "_", "-" and spaces.
@@ -107,6 +111,7 @@ ML1M_OCCUPATIONS = (
 _REQUIRED = (USER, ITEM, TIME)
 _EXTRA = "__evorec_extra_fields__"
 _UNIT_SEP = "\x1f"
+_CHUNK = 1 << 20  # bytes decoded at a time
 _DATE_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f%#z",
     "%Y-%m-%d %H:%M:%S%.f%#z",
@@ -128,6 +133,7 @@ def read_events(
     columns: dict[str, str] | None = None,
     sep: str | None = None,
     on_bad_rows: str = "drop",
+    encoding: str = DEFAULT_ENCODING,
 ) -> RawData:
     """Read the events (and item/user tables where the format has them) at ``path``.
 
@@ -137,14 +143,17 @@ def read_events(
     canonical columns it leaves out are guessed from common names. Headerless csv/tsv files
     name their columns ``"1"``, ``"2"``... ``sep`` overrides the csv/tsv separator (it may
     be several characters, e.g. ``"::"``). ``on_bad_rows`` is ``"drop"`` (keep nulls for
-    preprocessing to drop) or ``"error"`` (raise at the first bad row).
+    preprocessing to drop) or ``"error"`` (raise at the first bad row). ``encoding`` is
+    the text encoding of the data files (a Python codec name); bytes that are not valid in
+    it are a :class:`~evorec.errors.DataError` naming their line and offset.
     """
     path = Path(path)
     if on_bad_rows not in ("drop", "error"):
         raise ConfigError(f"on_bad_rows must be 'drop' or 'error', not {on_bad_rows!r}")
+    encoding = check_encoding(encoding)
     if not path.exists():
         raise DataError("no such file or directory", path=path)
-    fmt = detect_format(path) if format == "auto" else format
+    fmt = detect_format(path, encoding) if format == "auto" else format
     if fmt not in SUPPORTED_FORMATS:
         raise DataError(
             f"unknown format {format!r}; supported formats: auto, {', '.join(SUPPORTED_FORMATS)}"
@@ -163,39 +172,40 @@ def read_events(
     ):
         raise DataError(f"the {fmt} format reads a file, not a directory", path=path)
     try:
-        return _dispatch(path, fmt, columns, sep, on_bad_rows)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise DataError(f"cannot read: {exc}", path=path) from exc
+        return _dispatch(path, fmt, columns, sep, on_bad_rows, encoding)
+    except (OSError, EOFError, pl.exceptions.PolarsError) as exc:  # EOFError: cut-off gzip
+        raise DataError(f"cannot read: {_polars_problem(exc)}", path=path) from exc
 
 
 def _dispatch(
-    path: Path, fmt: str, columns: dict[str, str] | None, sep: str | None, on_bad_rows: str
+    path: Path,
+    fmt: str,
+    columns: dict[str, str] | None,
+    sep: str | None,
+    on_bad_rows: str,
+    encoding: str,
 ) -> RawData:
     """Call the reader of ``fmt``."""
     if fmt in ("csv", "tsv"):
-        return _read_delimited(path, fmt, columns, sep, on_bad_rows)
+        return _read_delimited(path, fmt, columns, sep, on_bad_rows, encoding)
     if fmt == "parquet":
         return _read_parquet(path, columns, on_bad_rows)
     if fmt == "jsonl":
-        return _read_jsonl(path, columns, on_bad_rows)
-    if fmt == "sequence":
-        return _read_sequence(path, on_bad_rows)
-    if fmt == "movielens":
-        return _read_movielens(path, on_bad_rows)
-    if fmt == "taobao":
-        return _read_taobao(path, on_bad_rows)
-    if fmt == "ciao":
-        return _read_ciao(path, on_bad_rows)
-    if fmt == "lastfm":
-        return _read_lastfm(path, on_bad_rows)
-    if fmt == "disencdr":
-        return _read_disencdr(path, on_bad_rows)
-    if fmt == "amazon":
-        return _read_amazon(path, on_bad_rows)
-    return _read_unisrec(path, on_bad_rows)
+        return _read_jsonl(path, columns, on_bad_rows, encoding)
+    readers = {
+        "sequence": _read_sequence,
+        "movielens": _read_movielens,
+        "taobao": _read_taobao,
+        "ciao": _read_ciao,
+        "lastfm": _read_lastfm,
+        "disencdr": _read_disencdr,
+        "amazon": _read_amazon,
+        "unisrec": _read_unisrec,
+    }
+    return readers[fmt](path, on_bad_rows, encoding)
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, encoding: str = DEFAULT_ENCODING) -> str:
     """Guess the format of ``path`` from directory contents, file name and first lines."""
     path = Path(path)
     if not path.exists():
@@ -236,7 +246,7 @@ def detect_format(path: str | Path) -> str:
         return "unisrec"
     if suffix == ".csv" and (path.parent / f"meta_{path.stem}.json.gz").exists():
         return "amazon"
-    head = _head(path)
+    head = _head(path, encoding=check_encoding(encoding))
     if suffix == ".json" and head and _is_json_object(head[0]):
         return "jsonl"
     if suffix in (".csv", ".tsv", ".txt", ".dat", ".data"):
@@ -255,7 +265,7 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_item_text(path: str | Path) -> pl.DataFrame:
+def read_item_text(path: str | Path, encoding: str = DEFAULT_ENCODING) -> pl.DataFrame:
     """Read a UniSRec ``.text`` file (``item_id<TAB>text``, optional header): ``item_id``, ``text``.
 
     ``path`` may also be a directory holding exactly one ``.text`` file.
@@ -270,7 +280,7 @@ def read_item_text(path: str | Path) -> pl.DataFrame:
         path = found[0]
     if not path.exists():
         raise DataError("no such file or directory", path=path)
-    lines = _read_lines(path)
+    lines = _read_lines(path, check_encoding(encoding))
     if lines.height and lines[0, "text"].split("\t", 1)[0].split(":", 1)[0] == "item_id":
         lines = lines.slice(1)
     lines = lines.filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
@@ -287,24 +297,46 @@ def read_item_text(path: str | Path) -> pl.DataFrame:
 
 
 def _read_delimited(
-    path: Path, fmt: str, columns: dict[str, str] | None, sep: str | None, on_bad_rows: str
+    path: Path,
+    fmt: str,
+    columns: dict[str, str] | None,
+    sep: str | None,
+    on_bad_rows: str,
+    encoding: str,
 ) -> RawData:
-    head = _head(path)
+    head = _head(path, encoding=encoding)
     if not head:
         raise DataError("no events", path=path)
     sep = sep or ("\t" if fmt == "tsv" else _sniff_sep(head[0]))
-    first = [f.strip().strip('"') for f in head[0].split(sep)]
+    header = _split_fields(head[0], sep)
+    first = [f.strip().strip('"') for f in header]
     positional = bool(columns) and all(v.isdigit() and v not in first for v in columns.values())
     headerless = positional or all(_is_number(f) for f in first)
     if headerless:
         names = [str(i) for i in range(1, len(first) + 1)]
-    elif len(sep) > 1:
-        names = first
     else:
-        names = _read_csv(path, sep, n_rows=0).columns
-    df, line = _read_rows(path, sep, names, skip_header=not headerless)
-    events, has_time = _events_from_table(path, df, line, columns, on_bad_rows)
+        names = _header_names(path, first if len(sep) > 1 else header)
+    df, line = _read_rows(path, sep, names, skip_header=not headerless, encoding=encoding)
+    describe = _field_count_check(path, sep, len(names), encoding, header=not headerless)
+    events, has_time = _events_from_table(path, df, line, columns, on_bad_rows, describe=describe)
     return RawData(events, has_time=has_time, name=path.stem, sources=[path])
+
+
+def _header_names(path: Path, fields: list[str]) -> list[str]:
+    """Column names from a header line: a name given twice is an error (which column would
+    it mean?); an unnamed column is called by its 1-based position, ``column 4``."""
+    names = [field or f"column {i}" for i, field in enumerate(fields, 1)]
+    for name in names:
+        where = [i for i, other in enumerate(names, 1) if other == name]
+        if len(where) > 1:
+            raise DataError(
+                f"the header names the column '{name}' {len(where)} times (columns "
+                f"{', '.join(map(str, where))}); give each column its own name",
+                path=path,
+                line=1,
+                field=name,
+            )
+    return names
 
 
 def _read_parquet(path: Path, columns: dict[str, str] | None, on_bad_rows: str) -> RawData:
@@ -314,8 +346,10 @@ def _read_parquet(path: Path, columns: dict[str, str] | None, on_bad_rows: str) 
     return RawData(events, has_time=has_time, name=path.stem, sources=[path])
 
 
-def _read_jsonl(path: Path, columns: dict[str, str] | None, on_bad_rows: str) -> RawData:
-    lines = _read_lines(path).filter(pl.col("text").str.strip_chars() != "")
+def _read_jsonl(
+    path: Path, columns: dict[str, str] | None, on_bad_rows: str, encoding: str
+) -> RawData:
+    lines = _read_lines(path, encoding).filter(pl.col("text").str.strip_chars() != "")
     if lines.height == 0:
         raise DataError("no events", path=path)
     check = None
@@ -352,8 +386,10 @@ def _events_from_table(
     columns: dict[str, str] | None,
     on_bad_rows: str,
     check: _Field | None = None,
+    describe: Callable[[int], str | None] | None = None,
 ) -> tuple[pl.DataFrame, bool]:
-    """Parse the mapped columns of ``df`` (rows at ``line``); ``check`` flags rows as bad."""
+    """Parse the mapped columns of ``df`` (rows at ``line``); ``check`` flags rows as bad,
+    ``describe`` explains a bad row by its line (see :func:`_assemble`)."""
     names = [c for c in df.columns if c != _EXTRA]
     mapping = _resolve_columns(path, names, columns)
     fields = [
@@ -364,7 +400,7 @@ def _events_from_table(
         fields.append(_row_check(df[_EXTRA], f"more than {len(names)} fields"))
     if check is not None:
         fields.append(check)
-    return _assemble(path, line, fields, on_bad_rows), TIME in mapping
+    return _assemble(path, line, fields, on_bad_rows, describe), TIME in mapping
 
 
 def _resolve_columns(
@@ -406,8 +442,11 @@ def _resolve_columns(
 # --------------------------------------------------------------------------- sequences
 
 
-def _read_sequence(path: Path, on_bad_rows: str) -> RawData:
-    lines = _read_lines(path).with_columns(tok=pl.col("text").str.extract_all(r"\S+"))
+def _read_sequence(path: Path, on_bad_rows: str, encoding: str) -> RawData:
+    """Read one line per user, ``user item item ...`` (S3-Rec), whitespace-separated, in
+    order. Ids are integers as in S3-Rec, a token that is not one a bad row; a file whose
+    tokens are mostly not integers has string ids."""
+    lines = _read_lines(path, encoding).with_columns(tok=pl.col("text").str.extract_all(r"\S+"))
     lines = lines.filter(pl.col("tok").list.len() > 0)
     rows = (
         lines.with_columns(n=pl.col("tok").list.len(), user=pl.col("tok").list.first())
@@ -416,10 +455,7 @@ def _read_sequence(path: Path, on_bad_rows: str) -> RawData:
         .filter((pl.col("pos") > 0) | (pl.col("n") == 1))
         .with_columns(item=pl.when(pl.col("pos") > 0).then(pl.col("tok")))
     )
-    fields = [
-        _Field(USER, "user", rows["user"], _parse_id(rows["user"]), True),
-        _Field(ITEM, "item", rows["item"], _parse_id(rows["item"]), True),
-    ]
+    fields = [_sequence_ids(USER, "user", rows["user"]), _sequence_ids(ITEM, "item", rows["item"])]
     events = _assemble(path, rows[LINE], fields, on_bad_rows)
     sources = [path]
     items = None
@@ -428,6 +464,20 @@ def _read_sequence(path: Path, on_bad_rows: str) -> RawData:
         items = _read_item_attributes(attributes, events[ITEM].dtype)
         sources.append(attributes)
     return RawData(events, items=items, has_time=False, name=path.stem, sources=sources)
+
+
+def _sequence_ids(name: str, source: str, tokens: pl.Series) -> _Field:
+    """Integer ids when most tokens are plain integers (a leading zero or a sign is not),
+    the other tokens then unparseable; else string ids."""
+    integer = tokens.str.contains(r"^(?:0|[1-9]\d*)$")
+    if integer.sum() <= MAX_BAD_FRACTION * tokens.drop_nulls().len():
+        return _Field(name, source, tokens, _parse_id(tokens), True)
+    parsed = (
+        pl.DataFrame({"token": tokens, "integer": integer})
+        .select(pl.when("integer").then(pl.col("token").cast(pl.Int64, strict=False)))
+        .to_series()
+    )
+    return _Field(name, source, tokens, parsed, True, expected="an integer id")
 
 
 def _read_item_attributes(path: Path, id_dtype: pl.DataType) -> pl.DataFrame:
@@ -443,7 +493,7 @@ def _read_item_attributes(path: Path, id_dtype: pl.DataType) -> pl.DataFrame:
     return _align_ids(items, ITEM, id_dtype)
 
 
-def _read_unisrec(path: Path, on_bad_rows: str) -> RawData:
+def _read_unisrec(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Rebuild full sequences from UniSRec/RecBole ``user_id  item_id_list  item_id`` files.
 
     A user's rows are put in order: train, valid, test, and within a file by history length
@@ -460,7 +510,7 @@ def _read_unisrec(path: Path, on_bad_rows: str) -> RawData:
     files = [f for f in files if f.exists()] or [directory / f"{stem}.inter"]
     if not files[0].exists():
         raise DataError(f"no {stem}.train/valid/test.inter or {stem}.inter file", path=directory)
-    rows = pl.concat([_read_inter(f, rank) for rank, f in enumerate(files)]).with_columns(
+    rows = pl.concat([_read_inter(f, rank, encoding) for rank, f in enumerate(files)]).with_columns(
         row=pl.int_range(pl.len(), dtype=pl.Int64)
     )
     rows = rows.with_columns(
@@ -494,7 +544,7 @@ def _read_unisrec(path: Path, on_bad_rows: str) -> RawData:
         if index_file.exists():
             events = events.with_columns(
                 pl.col(column).replace_strict(
-                    _read_index(index_file), default=None, return_dtype=pl.String
+                    _read_index(index_file, encoding), default=None, return_dtype=pl.String
                 )
             )
             sources.append(index_file)
@@ -506,7 +556,7 @@ def _read_unisrec(path: Path, on_bad_rows: str) -> RawData:
     items = None
     text_file = directory / f"{stem}.text"
     if text_file.exists():
-        items = _align_ids(read_item_text(text_file), ITEM, out[ITEM].dtype)
+        items = _align_ids(read_item_text(text_file, encoding), ITEM, out[ITEM].dtype)
         sources.append(text_file)
     return RawData(out, items=items, has_time=False, name=stem, sources=sources)
 
@@ -524,8 +574,8 @@ def _unisrec_stem(path: Path) -> tuple[Path, str]:
     return path, stems[0]
 
 
-def _read_inter(path: Path, rank: int) -> pl.DataFrame:
-    lines = _read_lines(path)
+def _read_inter(path: Path, rank: int, encoding: str) -> pl.DataFrame:
+    lines = _read_lines(path, encoding)
     if lines.height == 0:
         raise DataError("no events", path=path)
     header = [h.split(":", 1)[0] for h in lines[0, "text"].split("\t")]
@@ -569,37 +619,46 @@ def _check_unisrec_suffix(rows: pl.DataFrame, events: pl.DataFrame, files: list[
         )
 
 
-def _read_index(path: Path) -> dict[str, str]:
+def _read_index(path: Path, encoding: str) -> dict[str, str]:
     """Read a UniSRec ``token<TAB>index`` file into ``{index: token}``."""
-    df, _ = _read_rows(path, "\t", ["token", "index"], skip_header=False, quote=None)
+    df, _ = _read_rows(
+        path, "\t", ["token", "index"], skip_header=False, quote=None, encoding=encoding
+    )
     return dict(zip(df["index"].str.strip_chars(), df["token"].str.strip_chars(), strict=True))
 
 
 # --------------------------------------------------------------------------- known datasets
 
 
-def _read_movielens(path: Path, on_bad_rows: str) -> RawData:
+def _read_movielens(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Read MovieLens 100K (``u.data``), 1M/10M (``ratings.dat``) or CSV (``ratings.csv``)."""
     d = path if path.is_dir() else path.parent
     if (d / "u.data").exists():
         df, line = _read_rows(
-            d / "u.data", "\t", ["u", "i", "r", "t"], skip_header=False, quote=None
+            d / "u.data",
+            "\t",
+            ["u", "i", "r", "t"],
+            skip_header=False,
+            quote=None,
+            encoding=encoding,
         )
         items, users = _ml100k_items(d), _ml100k_users(d)
         ratings = d / "u.data"
     elif (d / "ratings.dat").exists():
         ratings = d / "ratings.dat"
-        df, line = _read_rows(ratings, "::", ["u", "i", "r", "t"], skip_header=False, quote=None)
+        df, line = _read_rows(
+            ratings, "::", ["u", "i", "r", "t"], skip_header=False, quote=None, encoding=encoding
+        )
         items, users = _ml_dat_items(d), _ml1m_users(d)
     elif (d / "ratings.csv").exists():
         ratings = d / "ratings.csv"
-        names = _read_csv(ratings, ",", n_rows=0).columns
+        names = _read_csv(ratings, ",", n_rows=0, encoding=encoding).columns
         expected = ["userId", "movieId", "rating", "timestamp"]
         if names[:4] != expected:
             raise DataError(f"expected the columns {','.join(expected)}", path=ratings, line=1)
-        df, line = _read_rows(ratings, ",", names, skip_header=True)
+        df, line = _read_rows(ratings, ",", names, skip_header=True, encoding=encoding)
         df = df.rename(dict(zip(expected, ["u", "i", "r", "t"], strict=True)))
-        items, users = _ml_csv_items(d), None
+        items, users = _ml_csv_items(d, encoding), None
     else:
         raise DataError(
             "not a MovieLens directory: expected u.data, ratings.dat or ratings.csv", path=d
@@ -698,11 +757,11 @@ def _ml_dat_items(d: Path) -> pl.DataFrame | None:
     return _movies_table(df)
 
 
-def _ml_csv_items(d: Path) -> pl.DataFrame | None:
+def _ml_csv_items(d: Path, encoding: str) -> pl.DataFrame | None:
     path = d / "movies.csv"
     if not path.exists():
         return None
-    df = _read_csv(path, ",")
+    df = _read_csv(path, ",", encoding=encoding)
     if not {"movieId", "title", "genres"} <= set(df.columns):
         raise DataError("expected the columns movieId,title,genres", path=path, line=1)
     return _movies_table(df.rename({"movieId": "id"}))
@@ -722,12 +781,13 @@ def _movies_table(df: pl.DataFrame) -> pl.DataFrame:
     ).drop_nulls(ITEM)
 
 
-def _read_taobao(path: Path, on_bad_rows: str) -> RawData:
+def _read_taobao(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Read Taobao UserBehavior (``user,item,category,behavior,timestamp``, no header)."""
     names = ["user", "item", "category", "behavior", "timestamp"]
-    df, line = _read_rows(path, ",", names, skip_header=False)
+    df, line = _read_rows(path, ",", names, skip_header=False, encoding=encoding)
     mapping = {USER: "user", ITEM: "item", BEHAVIOR: "behavior", TIME: "timestamp"}
-    events, _ = _events_from_table(path, df, line, mapping, on_bad_rows)
+    describe = _field_count_check(path, ",", len(names), encoding, header=False)
+    events, _ = _events_from_table(path, df, line, mapping, on_bad_rows, describe=describe)
     items = _category_table(events, df["category"])
     return RawData(events, items=items, has_time=True, name=path.stem, sources=[path])
 
@@ -741,14 +801,14 @@ def _category_table(events: pl.DataFrame, category: pl.Series) -> pl.DataFrame:
     )
 
 
-def _read_ciao(path: Path, on_bad_rows: str) -> RawData:
+def _read_ciao(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Read Ciao (Tang et al. 2012): ``rating.txt`` rows ``user item category rating
     helpfulness time``, numbers written as floats (``1.0000000e+000``), whitespace-separated;
     ``trust.txt`` beside it (``truster trustee``) becomes each user's ``friends``."""
     d = path if path.is_dir() else path.parent
     ratings = d / "rating.txt"
     names = ["user", "item", "category", "rating", "helpfulness", "time"]
-    df, line = _read_numbers(ratings, names)
+    df, line = _read_numbers(ratings, names, encoding)
     mapping = {USER: "user", ITEM: "item", VALUE: "rating", TIME: "time"}
     events, _ = _events_from_table(ratings, df, line, mapping, on_bad_rows)
     items = _category_table(events, df["category"])
@@ -756,13 +816,13 @@ def _read_ciao(path: Path, on_bad_rows: str) -> RawData:
     users = None
     trust = d / "trust.txt"
     if trust.exists():
-        edges, _ = _read_numbers(trust, ["user", "friend"])
+        edges, _ = _read_numbers(trust, ["user", "friend"], encoding)
         users = _friends_table(trust, edges, events[USER].dtype)
         sources.append(trust)
     return RawData(events, items=items, users=users, has_time=True, name=d.name, sources=sources)
 
 
-def _read_lastfm(path: Path, on_bad_rows: str) -> RawData:
+def _read_lastfm(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Read HetRec 2011 Last.fm: ``user_artists.dat`` (``userID artistID weight``, the
     listening count as ``value``) and ``user_friends.dat`` beside it (``userID friendID``)
     as each user's ``friends``.
@@ -772,7 +832,9 @@ def _read_lastfm(path: Path, on_bad_rows: str) -> RawData:
     event, held out by leave-one-out, is the user's most played artist."""
     d = path if path.is_dir() else path.parent
     listens = d / "user_artists.dat"
-    df, line = _read_rows(listens, "\t", ["user", "artist", "weight"], skip_header=True)
+    df, line = _read_rows(
+        listens, "\t", ["user", "artist", "weight"], skip_header=True, encoding=encoding
+    )
     mapping = {USER: "user", ITEM: "artist", VALUE: "weight"}
     events, _ = _events_from_table(listens, df, line, mapping, on_bad_rows)
     events = events.with_columns(
@@ -782,7 +844,9 @@ def _read_lastfm(path: Path, on_bad_rows: str) -> RawData:
     users = None
     friends = d / "user_friends.dat"
     if friends.exists():
-        edges, _ = _read_rows(friends, "\t", ["user", "friend"], skip_header=True)
+        edges, _ = _read_rows(
+            friends, "\t", ["user", "friend"], skip_header=True, encoding=encoding
+        )
         users = _friends_table(friends, edges, events[USER].dtype)
         sources.append(friends)
     return RawData(events, users=users, has_time=False, name=d.name, sources=sources)
@@ -797,7 +861,7 @@ def _amazon_files(directory: Path) -> list[tuple[Path, Path]]:
     ]
 
 
-def _read_amazon(path: Path, on_bad_rows: str) -> RawData:
+def _read_amazon(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Read one category of the Amazon review data (Ni, Li, McAuley 2019): the ratings-only
     file ``<Category>.csv`` (``item,user,rating,time`` rows, no header; rating as ``value``)
     and the metadata ``meta_<Category>.json.gz`` beside it as the item table: ``categories``
@@ -814,7 +878,9 @@ def _read_amazon(path: Path, on_bad_rows: str) -> RawData:
                 path=path,
             )
     ratings, meta = pairs[0]
-    df, line = _read_rows(ratings, ",", ["item", "user", "rating", "time"], skip_header=False)
+    df, line = _read_rows(
+        ratings, ",", ["item", "user", "rating", "time"], skip_header=False, encoding=encoding
+    )
     mapping = {USER: "user", ITEM: "item", VALUE: "rating", TIME: "time"}
     events, _ = _events_from_table(ratings, df, line, mapping, on_bad_rows)
     sources = [ratings]
@@ -832,12 +898,18 @@ def _amazon_items(meta: Path) -> pl.DataFrame:
     """One row per item of an Amazon metadata file (the first of repeated ``asin`` rows);
     a line that is not a JSON object is a :class:`DataError` naming it."""
     rows: dict[str, dict[str, object]] = {}
-    with gzip.open(meta, "rt", encoding="utf8") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
+    with gzip.open(meta, "rb") as handle:
+        for number, data in enumerate(handle, 1):
+            if not data.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = json.loads(data.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"not valid UTF-8 JSON: byte 0x{data[exc.start]:02x} ({exc.reason})",
+                    path=meta,
+                    line=number,
+                ) from None
             except json.JSONDecodeError as exc:
                 raise DataError(f"not a JSON object: {exc.msg}", path=meta, line=number) from None
             asin = record.get("asin") if isinstance(record, dict) else None
@@ -859,7 +931,7 @@ def _amazon_items(meta: Path) -> pl.DataFrame:
     )
 
 
-def _read_disencdr(path: Path, on_bad_rows: str) -> RawData:
+def _read_disencdr(path: Path, on_bad_rows: str, encoding: str) -> RawData:
     """Read one domain of a DisenCDR cross-domain pair (Cao et al. 2022): ``train.txt``
     (``user<TAB>item<TAB>1``) followed by ``test_original.txt`` (each user's held-out item)
     in the same directory. The data has no times: a user's events keep file order, the
@@ -868,7 +940,9 @@ def _read_disencdr(path: Path, on_bad_rows: str) -> RawData:
     d = path if path.is_dir() else path.parent
     parts = []
     for name in ("train.txt", "test_original.txt"):
-        df, line = _read_rows(d / name, "\t", ["user", "item", "rating"], skip_header=False)
+        df, line = _read_rows(
+            d / name, "\t", ["user", "item", "rating"], skip_header=False, encoding=encoding
+        )
         events, _ = _events_from_table(
             d / name, df, line, {USER: "user", ITEM: "item"}, on_bad_rows
         )
@@ -881,10 +955,10 @@ def _read_disencdr(path: Path, on_bad_rows: str) -> RawData:
     )
 
 
-def _read_numbers(path: Path, names: list[str]) -> tuple[pl.DataFrame, pl.Series]:
+def _read_numbers(path: Path, names: list[str], encoding: str) -> tuple[pl.DataFrame, pl.Series]:
     """Whitespace-separated numbers (any float notation) as Float64 columns ``names``, with
     their lines; a missing or unparseable number is null, extra fields flag the row."""
-    lines = _read_lines(path).filter(pl.col("text").str.strip_chars() != "")
+    lines = _read_lines(path, encoding).filter(pl.col("text").str.strip_chars() != "")
     tokens = lines["text"].str.extract_all(r"\S+")
     df = pl.DataFrame(
         {
@@ -932,6 +1006,7 @@ class _Field:
     parsed: pl.Series  # null where missing or unparseable
     required: bool
     problem: str | None = None  # message for a bad row, instead of "cannot parse ..."
+    expected: str | None = None  # what a value must be, e.g. "an integer id"
 
 
 def _row_check(flag: pl.Series, problem: str) -> _Field:
@@ -940,8 +1015,17 @@ def _row_check(flag: pl.Series, problem: str) -> _Field:
     return _Field("row", "row", flag, nulls, False, problem=problem)
 
 
-def _assemble(path: Path, line: pl.Series, fields: list[_Field], on_bad_rows: str) -> pl.DataFrame:
-    """Check bad rows (see the module docstring) and build canonical events."""
+def _assemble(
+    path: Path,
+    line: pl.Series,
+    fields: list[_Field],
+    on_bad_rows: str,
+    describe: Callable[[int], str | None] | None = None,
+) -> pl.DataFrame:
+    """Check bad rows (see the module docstring) and build canonical events.
+
+    ``describe(line)``, where given, may explain the reported bad row better than its
+    fields do (a line with the wrong number of fields)."""
     n = line.len()
     if n == 0:
         raise DataError("no events", path=path)
@@ -953,9 +1037,11 @@ def _assemble(path: Path, line: pl.Series, fields: list[_Field], on_bad_rows: st
             present = f.raw.is_not_null()
             if not present.any():
                 raise DataError(f"no {f.name} values", path=path, field=f.source)
-            i = int(present.arg_true()[0])
+            i, unparseable = int(present.arg_true()[0]), int(present.sum())
+            missing = f", the other {n - unparseable:,} none" if unparseable < n else ""
             raise DataError(
-                f"no parseable {f.name} values (e.g. '{f.raw[i]}')",
+                f"{unparseable:,} of {n:,} rows have an unparseable {f.name} (first at line "
+                f"{int(line[i])}: '{f.raw[i]}'){_expecting(f)}{missing}",
                 path=path,
                 line=int(line[i]),
                 field=f.source,
@@ -969,13 +1055,18 @@ def _assemble(path: Path, line: pl.Series, fields: list[_Field], on_bad_rows: st
             for f in sorted(fields, key=lambda f: f.problem is None)
             if f.parsed[i] is None and (f.required or f.raw[i] is not None)
         )
-        raw = f.raw[i]
-        problem = f.problem or (
-            f"missing {f.name}" if raw is None else f"cannot parse {f.name} '{raw}'"
-        )
+        raw, field = f.raw[i], f.source
+        problem = describe(int(line[i])) if describe is not None else None
+        if problem is not None:
+            field = None  # the whole line is at fault
+        elif f.problem is not None:
+            problem = f.problem
+        else:
+            problem = f"missing {f.name}" if raw is None else f"cannot parse {f.name} '{raw}'"
+            problem += "" if raw is None else _expecting(f)
         if on_bad_rows != "error":
             problem = f"{n_bad} of {n} rows are malformed (more than half); the first: {problem}"
-        raise DataError(problem, path=path, line=int(line[i]), field=f.source)
+        raise DataError(problem, path=path, line=int(line[i]), field=field)
     events = pl.DataFrame([f.parsed.alias(f.name) for f in fields if f.name in _PARSERS])
     # A malformed row loses its user, so preprocessing drops it and reports its line.
     events = events.with_columns(
@@ -984,6 +1075,10 @@ def _assemble(path: Path, line: pl.Series, fields: list[_Field], on_bad_rows: st
     if TIME not in events.columns:
         events = events.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over(USER).alias(TIME))
     return canonical_events(events)
+
+
+def _expecting(f: _Field) -> str:
+    return f" ({f.expected} expected)" if f.expected else ""
 
 
 def _clean_str(s: pl.Series) -> pl.Series:
@@ -1058,6 +1153,19 @@ _PARSERS = {
 # --------------------------------------------------------------------------- low-level input
 
 
+def check_encoding(encoding: str) -> str:
+    """Python's name for the text encoding ``encoding`` (``latin-1`` -> ``iso8859-1``)."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        info = None
+    if info is None or not getattr(info, "_is_text_encoding", True):
+        raise ConfigError(
+            f"unknown text encoding {encoding!r}; e.g. utf-8, latin-1, cp1252, utf-16"
+        )
+    return info.name
+
+
 def _read_rows(
     path: Path,
     sep: str,
@@ -1065,85 +1173,195 @@ def _read_rows(
     *,
     skip_header: bool,
     quote: str | None = '"',
-    encoding: str = "utf8",
+    encoding: str = DEFAULT_ENCODING,
 ) -> tuple[pl.DataFrame, pl.Series]:
     """Read a delimited file as strings into ``names`` plus their 1-based line numbers.
 
     Blank lines are dropped; fields beyond ``names`` go to an extra column so that ragged
-    rows can be reported. ``sep`` may have several characters; ``encoding`` is ``utf8``,
-    ``latin-1`` or ``auto`` (UTF-8, else Latin-1).
+    rows can be reported. ``sep`` may have several characters; ``encoding`` is a Python
+    codec name or ``auto`` (UTF-8, else Latin-1).
     """
     source: Path | bytes = path
-    if len(sep) > 1 or encoding != "utf8":
-        data = _utf8_bytes(path, encoding)
+    if len(sep) > 1 or encoding != "utf-8":
+        data = path.read_bytes() if encoding == "utf-8" else _utf8_bytes(path, encoding)
         if len(sep) > 1:
             data = data.replace(sep.encode(), _UNIT_SEP.encode())
             sep = _UNIT_SEP
         source = data
-    schema = {n: pl.String for n in names} | {_EXTRA: pl.String}
-    try:
-        df = pl.read_csv(
-            source,
-            has_header=False,
-            skip_rows=int(skip_header),
-            separator=sep,
-            quote_char=quote,
-            schema=schema,
-            missing_columns="insert",
-            truncate_ragged_lines=True,
-            encoding="utf8-lossy",
-            raise_if_empty=False,
-        )
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"cannot read: {exc}", path=path) from exc
+    extras = [_EXTRA]
+    while True:
+        schema = {n: pl.String for n in [*names, *extras]}
+        try:
+            df = pl.read_csv(
+                source,
+                has_header=False,
+                skip_rows=int(skip_header),
+                separator=sep,
+                quote_char=quote,
+                schema=schema,
+                missing_columns="insert",
+                truncate_ragged_lines=True,
+                encoding="utf8",
+                raise_if_empty=False,
+            )
+            break
+        except pl.exceptions.PolarsError as exc:
+            # Polars sizes the table by the first row read: room for a longer first row.
+            wider = re.search(r"not specified in schema \(n_extra = (\d+)\)", str(exc))
+            if wider is None or len(extras) > 1:
+                if encoding == "utf-8":
+                    _decode(path, encoding, keep=False)  # raises where the file is not UTF-8
+                raise DataError(f"cannot read: {_polars_problem(exc)}", path=path) from None
+            extras += [f"{_EXTRA}{k}" for k in range(int(wider.group(1)))]
+    if len(extras) > 1:
+        df = df.with_columns(pl.coalesce(extras).alias(_EXTRA)).drop(extras[1:])
     first_line = 1 + int(skip_header)
     df = df.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + first_line).alias(LINE))
     df = df.filter(~pl.all_horizontal(pl.col(names).is_null()))
     return df.drop(LINE), df[LINE]
 
 
-def _read_csv(path: Path, sep: str, n_rows: int | None = None) -> pl.DataFrame:
-    """Read a headered csv file as strings (used for headers and small side tables)."""
+def _polars_problem(exc: Exception) -> str:
+    """The gist of a Polars error, without its advice on Polars arguments."""
+    message = str(exc)
+    original = re.search(r"Original error: ```(.*?)```", message, re.S)
+    if original:
+        message = original.group(1)
+    message = re.split(r"\s*(?:You might want to try|Specify these names)", message)[0]
+    return " ".join(message.split()).rstrip(".")
+
+
+def _read_csv(
+    path: Path, sep: str, n_rows: int | None = None, encoding: str = DEFAULT_ENCODING
+) -> pl.DataFrame:
+    """Read a headered csv file as strings (used for small side tables)."""
+    source = path if encoding == "utf-8" else _utf8_bytes(path, encoding)
     try:
-        return pl.read_csv(
-            path, separator=sep, n_rows=n_rows, infer_schema=False, encoding="utf8-lossy"
-        )
+        return pl.read_csv(source, separator=sep, n_rows=n_rows, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"cannot read: {exc}", path=path) from exc
+        if encoding == "utf-8":
+            _decode(path, encoding, keep=False)
+        raise DataError(f"cannot read: {_polars_problem(exc)}", path=path) from None
 
 
 def _utf8_bytes(path: Path, encoding: str) -> bytes:
-    data = path.read_bytes()
-    if encoding == "utf8":
-        return data
+    """The text of ``path`` as UTF-8 bytes; ``auto``: UTF-8 if it is, else Latin-1."""
     if encoding == "auto":
+        data = path.read_bytes()
         try:
             data.decode("utf-8")
             return data
         except UnicodeDecodeError:
-            pass
-    return data.decode("latin-1").encode("utf-8")
+            return data.decode("latin-1").encode("utf-8")
+    return _decode(path, encoding, keep=True)
 
 
-def _read_lines(path: Path) -> pl.DataFrame:
+def _decode(path: Path, encoding: str, *, keep: bool) -> bytes:
+    """Decode ``path`` from ``encoding`` chunk by chunk, returning the text as UTF-8 bytes
+    when ``keep`` (else only checking it). Bytes that do not decode are a DataError naming
+    their offset (and line), never replaced."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    out = bytearray()
+    offset = newlines = 0  # bytes and line breaks before the current chunk
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # exc.object may start with bytes carried over from the previous chunk
+                at = offset - (len(exc.object) - len(chunk)) + exc.start
+                line = newlines + chunk[: max(at - offset, 0)].count(b"\n") + 1
+                raise _encoding_error(path, encoding, exc, at, line) from None
+            if keep:
+                out += text.encode("utf-8")
+            if not chunk:
+                return bytes(out)
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+def _encoding_error(
+    path: Path, encoding: str, exc: UnicodeDecodeError, offset: int, line: int
+) -> DataError:
+    bad = " ".join(f"0x{b:02x}" for b in exc.object[exc.start : exc.end])
+    # line numbers count b"\n" bytes, which are line breaks only in ASCII-compatible codecs
+    ascii_lines = "a\n".encode(encoding, errors="replace") == b"a\n"
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"))
+    boms += ((codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+    likely = next((name for bom, name in boms if start.startswith(bom)), "latin-1")
+    return DataError(
+        f"not valid {encoding} text: byte {bad} at offset {offset} ({exc.reason}); read "
+        f"it with its encoding, e.g. --encoding {likely}",
+        path=path,
+        line=line if ascii_lines else None,
+    )
+
+
+def _read_lines(path: Path, encoding: str = DEFAULT_ENCODING) -> pl.DataFrame:
     """The lines of a text file with their 1-based numbers (columns ``line``, ``text``)."""
-    text = path.read_bytes().decode("utf-8", errors="replace").split("\n")
-    if text and text[-1] == "":
-        text.pop()
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        _decode(path, encoding, keep=False)  # raises, naming the offset and line
+        raise
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
     return pl.DataFrame(
-        {LINE: pl.Series(range(1, len(text) + 1), dtype=pl.Int64), "text": text},
+        {LINE: pl.Series(range(1, len(lines) + 1), dtype=pl.Int64), "text": lines},
         schema={LINE: pl.Int64, "text": pl.String},
     ).with_columns(pl.col("text").str.strip_chars_end("\r"))
 
 
-def _head(path: Path, n: int = 20) -> list[str]:
+def _line_text(path: Path, number: int, encoding: str) -> str | None:
+    """Line ``number`` (1-based) of a text file, None past its end."""
+    with path.open(encoding=encoding, errors="replace", newline="\n") as handle:
+        for count, text in enumerate(handle, 1):
+            if count == number:
+                return text.rstrip("\r\n")
+    return None
+
+
+def _split_fields(text: str, sep: str, quote: str | None = '"') -> list[str]:
+    """The fields of one delimited line (quotes honoured for a one-character ``sep``)."""
+    if len(sep) > 1:
+        return text.split(sep)
+    if quote is None:
+        return next(csv.reader([text], delimiter=sep, quoting=csv.QUOTE_NONE))
+    return next(csv.reader([text], delimiter=sep, quotechar=quote), [])
+
+
+def _field_count_check(
+    path: Path, sep: str, expected: int, encoding: str, *, header: bool, quote: str | None = '"'
+) -> Callable[[int], str | None]:
+    """A describer for bad rows: how many fields the row's line has, when not ``expected``."""
+
+    def describe(line: int) -> str | None:
+        text = _line_text(path, line, encoding)
+        found = len(_split_fields(text, sep, quote)) if text is not None else expected
+        if found == expected:
+            return None
+        where = "the header has" if header else "expected"
+        return f"the line has {found} field{'s' * (found != 1)}, {where} {expected}"
+
+    return describe
+
+
+def _head(path: Path, n: int = 20, encoding: str = DEFAULT_ENCODING) -> list[str]:
     """Up to ``n`` non-blank lines from the start of ``path`` (for format detection)."""
     with path.open("rb") as fh:
         chunk = fh.read(1 << 16)
-    lines = chunk.decode("utf-8", errors="replace").split("\n")
+    lines = chunk.decode(encoding, errors="replace").split("\n")
     if len(chunk) == 1 << 16:
         lines = lines[:-1]
-    return [ln.rstrip("\r") for ln in lines if ln.strip()][:n]
+    lines = [ln.rstrip("\r") for ln in lines if ln.strip()][:n]
+    if lines:
+        lines[0] = lines[0].removeprefix("\ufeff")
+    return lines
 
 
 def _sniff_sep(line: str) -> str:
@@ -1161,8 +1379,18 @@ def _is_number(text: str) -> bool:
 
 
 def _is_sequence(head: list[str]) -> bool:
-    """Lines of integers separated by single spaces, some with more than one."""
-    return all(re.fullmatch(r"\d+( \d+)*", ln) for ln in head) and any(" " in ln for ln in head)
+    """Lines of space-separated tokens (no other separator), some with more than one, the
+    first opening with an integer user id (no header), most of them integers: a non-integer
+    id in a sequence file is reported by the sequence reader, not read as a header."""
+    if not head or any(re.search(r"[,;|\t]", ln) for ln in head):
+        return False
+    tokens = [t for ln in head for t in ln.split()]
+    integers = sum(bool(re.fullmatch(r"\d+", t)) for t in tokens)
+    return (
+        re.fullmatch(r"\d+", head[0].split()[0]) is not None
+        and any(len(ln.split()) > 1 for ln in head)
+        and integers > MAX_BAD_FRACTION * len(tokens)
+    )
 
 
 def _is_json_object(text: str) -> bool:
