@@ -112,9 +112,9 @@ def train(
     )
     eval_seconds = time.perf_counter() - began
     extra: dict[str, Any] = {}
+    selection = model
     if refit:
         chosen = refit_settings(model)
-        selection = model
         model = get_model_class(config.model_name)({**config.model_params, **chosen})
         began = time.perf_counter()
         model.fit(split.full, progress=progress)
@@ -137,6 +137,7 @@ def train(
             result,
             out,
             extra=extra,
+            configured=selection,
             # the final save replaces ``out``: keep the checkpoint so that a finished run can
             # be continued with more epochs (``--resume``)
             keep=(CHECKPOINT,) if isinstance(model, SequentialRecommender) else (),
@@ -168,11 +169,15 @@ def save_trained(
     *,
     extra: dict[str, Any] | None = None,
     keep: tuple[str, ...] = (),
+    configured: Recommender | None = None,
 ) -> None:
     """Save a trained model with its effective run config, protocol, test metrics and
-    cut-off (plus ``extra`` in the manifest), so that ``evaluate_model_dir`` can rerun it."""
+    cut-off (plus ``extra`` in the manifest), so that ``evaluate_model_dir`` can rerun it.
+    The run config holds the settings of ``configured`` (the selection run of a refit
+    model, whose epochs the run chose from), by default the saved model's."""
+    settings = (configured or model).config
     effective = config.model_copy(deep=True)
-    effective.model = {"name": model.name, **model.config.model_dump()}
+    effective.model = {"name": model.name, **settings.model_dump()}
     model.save(
         out,
         extra={

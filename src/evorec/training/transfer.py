@@ -236,9 +236,9 @@ def finetune(
     )
     eval_seconds = time.perf_counter() - began
     extra: dict[str, Any] = {}
+    selection = model
     if refit:
         chosen = refit_settings(model)
-        selection = model
         began = time.perf_counter()
         model, _, _ = _fine_tuned(
             source, {**config.model, **chosen}, split.full, None, freeze, progress
@@ -263,7 +263,7 @@ def finetune(
             "frozen": frozen,
         }
         extra["transfer"] = source_info
-        save_trained(model, config, split, result, out, extra=extra)
+        save_trained(model, config, split, result, out, extra=extra, configured=selection)
     return TrainResult(model, split, result, train_seconds, eval_seconds)
 
 
