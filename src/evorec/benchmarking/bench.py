@@ -174,7 +174,8 @@ def aggregate_seeds(runs: list[dict[str, Any]], seeds: list[int | None]) -> dict
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
         values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
-        row[key] = float(np.mean(values))
+        same_int = all(isinstance(v, int) for v in values) and len(set(values)) == 1
+        row[key] = values[0] if same_int else float(np.mean(values))
         row["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     row["runs"] = [{"seed": seed, **run} for seed, run in zip(seeds, runs, strict=True)]
     return row
