@@ -21,14 +21,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 
+def missing(message: str) -> None:
+    """Skip a real-data test whose data is absent; under ``CI=true`` fail it instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI=true but {message}: the real-data tests must run")
+    pytest.skip(message)
+
+
+def shared_dataset(relative: str) -> Path:
+    """``../shared/datasets/<relative>``, or :func:`missing` when it is absent."""
+    path = DATASETS / relative
+    if not path.exists():
+        missing(f"shared dataset {relative} not available")
+    return path
+
+
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     """``../shared/datasets`` (real public datasets, never copied into the repo)."""
     if not DATASETS.is_dir():
-        message = f"shared datasets not available at {DATASETS}"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true but {message}: the real-data tests must run")
-        pytest.skip(message)
+        missing(f"shared datasets not available at {DATASETS}")
     return DATASETS
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from conftest import shared_dataset
 from polars.testing import assert_frame_equal
 
 import evorec
@@ -25,10 +26,8 @@ from evorec.errors import UnknownIdError
 
 
 @pytest.fixture(scope="module")
-def beauty_subset(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = datasets_dir / "amazon-s3rec" / "Beauty.txt"
-    if not source.exists():
-        pytest.skip(f"{source} not available")
+def beauty_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = shared_dataset("amazon-s3rec/Beauty.txt")
     # one line per user: "user item item ..." (no tabs, no quotes)
     lines = pl.read_csv(
         source, has_header=False, new_columns=["line"], separator="\t", quote_char=None

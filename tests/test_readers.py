@@ -9,19 +9,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import shared_dataset
 
 from evorec.data.readers import SUPPORTED_FORMATS, detect_format, read_events, read_item_text
 from evorec.data.schema import EVENT_COLUMNS
 from evorec.errors import ConfigError, DataError
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-def shared(relative: str) -> Path:
-    path = DATASETS / relative
-    if not path.exists():
-        pytest.skip(f"shared dataset {relative} not available")
-    return path
+shared = shared_dataset
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
