@@ -115,7 +115,7 @@ def test_recommendations_follow_events_posted_a_moment_ago(
         new = int(np.argmin(np.bincount(before, minlength=N_TOPICS)))  # its rarest topic
         posted = [item for item, topic in topic_of.items() if topic == new][:15]
         events = [{"user_id": user, "item_id": item} for item in posted]
-        assert client.post("/events", json=events).json() == {"ingested": 15}
+        assert client.post("/events", json=events).json() == {"ingested": 15, "replayed": False}
         after = [topic_of[i] for i in recommended(client, user)]
         assert before.count(new) <= 2
         moved += after.count(new) >= 7
@@ -167,7 +167,7 @@ def test_allow_deny_and_attribute_filters(service: Service, client: TestClient) 
     ]:
         response = client.get(f"/users/{user}/recommendations", params=params)
         assert response.status_code == 422
-        assert message in response.json()["detail"]
+        assert message in response.json()["detail"][0]["msg"]
 
 
 def test_raw_history_recommendations_match_the_model(service: Service, client: TestClient) -> None:
@@ -239,8 +239,11 @@ def test_invalid_query_values_are_422(client: TestClient, service: Service) -> N
     user = service.current.dataset.user_ids[0]
     for params in ({"k": 0}, {"k": 100_000}, {"k": "ten"}, {"exclude_seen": "maybe"}):
         assert client.get(f"/users/{user}/recommendations", params=params).status_code == 422
-    response = client.post("/events", content=b"{not json", headers={"content-type": "json"})
+    response = client.post(
+        "/events", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"].startswith("invalid JSON: Expecting")
 
 
 def test_delete_user_forgets_them(service: Service, client: TestClient) -> None:
@@ -271,10 +274,14 @@ def test_write_and_admin_calls_need_the_api_key(model_dir: Path, tmp_path: Path)
     store.close()
 
 
-def test_reload_swaps_models_while_requests_run(
-    service: Service, client: TestClient, model_dir: Path, tmp_path: Path
-) -> None:
-    retrained = retrained_copy(model_dir, tmp_path / "sim-sasrec-v2")
+def test_reload_swaps_models_while_requests_run(model_dir: Path, tmp_path: Path) -> None:
+    # reloads load from the served directory's parent: both versions live there
+    served = tmp_path / "models" / "sim-sasrec"
+    shutil.copytree(model_dir, served)
+    retrained = retrained_copy(served, tmp_path / "models" / "sim-sasrec-v2")
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    service = Service(served, store)
+    client = TestClient(create_app(service))
     old = service.current.version
     user = service.current.dataset.user_ids[0]
     statuses: list[int] = []
@@ -291,7 +298,7 @@ def test_reload_swaps_models_while_requests_run(
     for thread in threads:
         thread.start()
     try:
-        for target in (retrained, model_dir, retrained):
+        for target in (retrained, served, retrained):
             body = client.post("/admin/reload", json={"model_dir": str(target)}).json()
             assert body["model_version"] != body["previous_version"]
             time.sleep(0.2)
@@ -304,10 +311,19 @@ def test_reload_swaps_models_while_requests_run(
     assert statuses and set(statuses) == {200}
     assert versions <= {old, new}
 
-    broken = client.post("/admin/reload", json={"model_dir": str(tmp_path / "missing")})
-    assert broken.status_code == 422 and "model directory not found" in broken.json()["detail"]
+    missing = str(tmp_path / "models" / "missing")
+    broken = client.post("/admin/reload", json={"model_dir": missing})
+    assert broken.status_code == 422
+    assert broken.json()["detail"] == [
+        {
+            "loc": ["body", "model_dir"],
+            "msg": f"{missing}: model directory not found",
+            "type": "value_error",
+        }
+    ]
     assert client.get("/health").json() == {"status": "ok", "model_version": new}
     assert f'evorec_model_info{{version="{new}"}} 1.0' in client.get("/metrics").text
+    store.close()
 
 
 def test_metrics_count_requests_and_ingested_events(service: Service, client: TestClient) -> None:

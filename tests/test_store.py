@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 import evorec
 from evorec.data.schema import EVENT_COLUMNS
 from evorec.errors import DataError, StoreError
-from evorec.store import SCHEMA_VERSION, EventStore, default_url
+from evorec.store import SCHEMA_VERSION, EventStore, IdempotencyConflict, default_url
 from evorec.store.events import MIGRATIONS, events_table, version_table
 
 POSTGRES_ENV = "EVOREC_TEST_POSTGRES_URL"
@@ -38,7 +38,12 @@ def fresh_postgres() -> str:
     url = postgres_url()
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS events, store_meta, schema_version, erased_users"))
+        conn.execute(
+            text(
+                "DROP TABLE IF EXISTS events, store_meta, schema_version, erased_users, "
+                "idempotency_keys"
+            )
+        )
     engine.dispose()
     return url
 
@@ -91,13 +96,36 @@ def test_a_version_1_store_migrates_keeping_its_events_and_gets_a_store_id(
     engine.dispose()
 
     store = EventStore(store_url)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     assert store.history("u1")["item_id"].to_list() == ["a"]
     assert len(store.store_id) == 32 and store.erased_users() == {}
     store.close()
     reopened = EventStore(store_url)
     assert reopened.store_id == store.store_id
     reopened.close()
+
+
+def test_a_version_2_store_migrates_to_idempotency_keys_keeping_everything(
+    store_url: str,
+) -> None:
+    engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        version_table.create(conn)
+        conn.execute(version_table.insert().values(version=2))
+        MIGRATIONS[0](conn)
+        MIGRATIONS[1](conn)
+        conn.execute(
+            events_table.insert().values(
+                user_id="u1", item_id="a", timestamp=1, behavior=None, value=None, ingested_at=0
+            )
+        )
+    engine.dispose()
+
+    store = EventStore(store_url)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.history("u1")["item_id"].to_list() == ["a"]
+    assert store.add_events_once([event("u1", "b", 2)], "key", "digest") == (1, False)
+    store.close()
 
 
 def test_every_store_has_its_own_id(tmp_path: Path) -> None:
@@ -287,3 +315,68 @@ def test_bad_store_urls_are_one_line_errors(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message) as info:
         EventStore(url)
     assert "\n" not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_the_latest_events_are_read_backwards_along_the_index(store: EventStore) -> None:
+    store.add_events([event("u1", f"i{t}", t % 5) for t in range(20)] + [event("u2", "x", 0)])
+    full = store.history("u1")
+    latest = store.history("u1", last=7)
+    assert latest.equals(full.tail(7))  # chronological, ties in arrival order
+    assert store.history("u1", last=100).equals(full)
+    assert store.history("nobody", last=3).height == 0
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT * FROM events WHERE user_id = 'u1' "
+                "ORDER BY timestamp DESC, id DESC LIMIT 7"
+            ).all()
+        steps = " ".join(row[-1] for row in plan)
+        # an index range scan, no sort of the user's events
+        assert "USING INDEX ix_events_user_time" in steps and "TEMP B-TREE" not in steps
+
+
+def test_history_pages_cover_every_event_once_across_equal_timestamps(store: EventStore) -> None:
+    store.add_events([event("u1", f"i{n}", n // 3) for n in range(10)] + [event("u2", "x", 0)])
+    pages, after = [], None
+    while True:
+        page = store.history_page("u1", 4, after)
+        if page.height == 0:
+            break
+        pages.append(page["item_id"].to_list())
+        after = int(page["line"][-1])
+    assert pages == [[f"i{n}" for n in range(s, min(s + 4, 10))] for s in (0, 4, 8)]
+    # an event of another user, or none, is no position in this user's history
+    other = int(store.history("u2")["line"][0])
+    assert store.history_page("u1", 4, other).height == 0
+    assert store.history_page("u1", 4, 10**12).height == 0
+
+
+def test_a_batch_under_an_idempotency_key_is_stored_once(store: EventStore) -> None:
+    batch = [event("u1", "a", 1), event("u1", "b", 2)]
+    assert store.add_events_once(batch, "retry-1", "digest") == (2, False)
+    assert store.add_events_once(batch, "retry-1", "digest") == (2, True)
+    assert store.count() == 2
+    with pytest.raises(IdempotencyConflict, match="retry-1"):
+        store.add_events_once([event("u1", "c", 3)], "retry-1", "other digest")
+    assert store.add_events_once([event("u1", "c", 3)], "retry-2", "other digest") == (1, False)
+    assert store.history("u1")["item_id"].to_list() == ["a", "b", "c"]
+    # a bad batch stores neither its events nor its key
+    with pytest.raises(DataError):
+        store.add_events_once([event("u1", "d", 4), {"user_id": "u1"}], "retry-3", "d")
+    assert store.add_events_once([event("u1", "d", 4)], "retry-3", "d") == (1, False)
+
+
+def test_concurrent_retries_of_one_key_store_the_batch_once(store: EventStore) -> None:
+    batch = [event("u1", f"i{n}", n) for n in range(50)]
+    results: list[tuple[int, bool]] = []
+
+    def retry() -> None:
+        results.append(store.add_events_once(batch, "same", "digest"))
+
+    threads = [threading.Thread(target=retry) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [(50, False)] + [(50, True)] * 5
+    assert store.count() == 50

@@ -486,6 +486,16 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="worker processes, each with the model loaded")
     ] = 1,
+    models_root: Annotated[
+        Path | None,
+        typer.Option(help="the only directory /admin/reload loads from (default: --model-dir's)"),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="largest request body accepted (413 above)")
+    ] = 8 * 2**20,
+    allow_open: Annotated[
+        bool, typer.Option(help="listen on a non-loopback --host without --api-key")
+    ] = False,
 ) -> None:
     """Serve recommendations over HTTP from users' stored, live-updated histories."""
     from evorec.serving.server import serve as run_server
@@ -499,6 +509,9 @@ def serve(
         console=console,
         watch=watch_interval if watch else None,
         workers=workers,
+        models_root=models_root,
+        max_body_bytes=max_body_bytes,
+        allow_open=allow_open,
     )
 
 

@@ -1,25 +1,83 @@
-"""Request and response bodies of the REST service."""
+"""Request and response bodies of the REST service.
+
+Every input field is strict (no coercion: ``true`` is not a timestamp, ``"123"`` not a
+number) and bounded to what the store holds; strings never hold a NUL character (PostgreSQL
+text cannot).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    PlainValidator,
+    StrictBool,
     StrictInt,
     StrictStr,
     StringConstraints,
+    Tag,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 MAX_BATCH = 10_000
 MAX_K = 1_000
+MAX_ID_LENGTH = 256
+MAX_PATH_LENGTH = 4_096  # Linux PATH_MAX
+MAX_ATTRIBUTES = 16
+HISTORY_PAGE = 1_000  # events per history page by default
+MAX_HISTORY_PAGE = 10_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# unix seconds; half the int64 range, so that the difference of two timestamps fits too
+MAX_TIMESTAMP = 2**62
+NO_NUL = r"^[^\x00]*$"
+
+
+def _id(value: Any) -> str | int:
+    if isinstance(value, str):
+        if not 1 <= len(value) <= MAX_ID_LENGTH or "\x00" in value:
+            raise PydanticCustomError(
+                "id_text",
+                "a text id has 1 to {max_length} characters, none of them NUL",
+                {"max_length": MAX_ID_LENGTH},
+            )
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise PydanticCustomError("id_range", "an integer id fits in 64 bits")
+        return value
+    raise PydanticCustomError("id_type", "an id is a string or an integer")
+
 
 # Ids travel as JSON strings or integers; the store keeps them as text.
-Id = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)] | StrictInt
+Id = Annotated[
+    str | int,
+    PlainValidator(_id),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_ID_LENGTH,
+                    "pattern": NO_NUL,
+                },
+                {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+            ]
+        }
+    ),
+]
+Timestamp = Annotated[StrictInt, Field(ge=0, le=MAX_TIMESTAMP, description="unix seconds")]
+Text = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+AttributeValue = Annotated[
+    StrictStr, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)
+]
 
 
 class Strict(BaseModel):
@@ -31,18 +89,27 @@ class EventIn(Strict):
 
     user_id: Id
     item_id: Id
-    timestamp: Annotated[int, Field(ge=0, le=2**62, description="unix seconds; default: now")] = (
-        Field(default_factory=lambda: int(time.time()))
+    timestamp: Annotated[Timestamp, Field(description="unix seconds; default: now")] = Field(
+        default_factory=lambda: int(time.time())
     )
-    behavior: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    behavior: Text | None = None
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = None
 
 
 EventBatch = Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]
+# one event or a list, told apart by the JSON type, so that errors name one of them only
+EVENT, BATCH = "event", "batch"
+EventsIn = Annotated[
+    Annotated[EventIn, Tag(EVENT)] | Annotated[EventBatch, Tag(BATCH)],
+    Discriminator(lambda body: BATCH if isinstance(body, list) else EVENT),
+]
 
 
 class Ingested(BaseModel):
-    ingested: int = Field(description="events committed to the store")
+    ingested: int = Field(description="events committed to the store (by the first attempt)")
+    replayed: bool = Field(
+        False, description="true: a retry of an Idempotency-Key already stored; nothing added"
+    )
 
 
 class ScoredItem(BaseModel):
@@ -68,12 +135,12 @@ class HistoryIn(Strict):
     """A raw history (anonymous or session user), oldest first."""
 
     items: Annotated[list[Id], Field(max_length=MAX_BATCH)]
-    timestamps: Annotated[list[int], Field(max_length=MAX_BATCH)] | None = None
-    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
-    exclude_seen: bool = True
-    allow: list[Id] | None = None
-    deny: list[Id] | None = None
-    attributes: dict[str, str] = Field(
+    timestamps: Annotated[list[Timestamp], Field(max_length=MAX_BATCH)] | None = None
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = 10
+    exclude_seen: StrictBool = True
+    allow: Annotated[list[Id], Field(max_length=MAX_BATCH)] | None = None
+    deny: Annotated[list[Id], Field(max_length=MAX_BATCH)] | None = None
+    attributes: Annotated[dict[Text, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = Field(
         default_factory=dict, description="item attribute filters, column -> value"
     )
 
@@ -94,6 +161,9 @@ class StoredEvent(BaseModel):
 class History(BaseModel):
     user_id: str
     events: list[StoredEvent]
+    next: int | None = Field(
+        description="the `after` value of the next page; null on the last page"
+    )
 
 
 class Deleted(BaseModel):
@@ -102,7 +172,16 @@ class Deleted(BaseModel):
 
 
 class ReloadIn(Strict):
-    model_dir: str | None = Field(None, description="default: the directory being served")
+    model_dir: (
+        Annotated[
+            StrictStr,
+            StringConstraints(min_length=1, max_length=MAX_PATH_LENGTH, pattern=NO_NUL),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="default: the directory being served; others only under the models root",
+    )
 
 
 class Reloaded(BaseModel):
@@ -113,3 +192,22 @@ class Reloaded(BaseModel):
 class Health(BaseModel):
     status: str
     model_version: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query, path or header, then the field")
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    """A request that names or holds something invalid (422). The input is never echoed."""
+
+    detail: list[FieldError] = Field(description="the first errors, at most 20")
+    errors: int = Field(description="how many errors there were in all")
+
+
+class Refusal(BaseModel):
+    """Any other error: what went wrong, in one line."""
+
+    detail: str

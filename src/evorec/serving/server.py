@@ -5,10 +5,15 @@ the store and loads the model itself (the settings travel in ``EVOREC_SERVE_SETT
 the parent validates and seeds first. Metrics are summed over the workers through
 prometheus-client's multiprocess mode, in a temporary ``PROMETHEUS_MULTIPROC_DIR``. Each
 worker runs its own ``--watch``; a reload re-points the watched link, so that all follow.
+
+Without an API key every write and admin endpoint is open to whoever reaches the port: the
+service then listens on a loopback address only, unless ``allow_open`` says otherwise, and
+says so at start-up.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +25,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from rich.console import Console
 
-from evorec.serving.app import MULTIPROC_DIR, Service, create_app
+from evorec.errors import ConfigError
+from evorec.serving.app import MAX_BODY_BYTES, MULTIPROC_DIR, Service, create_app
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
 
@@ -36,6 +42,8 @@ class WorkerSettings(BaseModel):
     api_key: str | None
     watch: float | None
     workers: int
+    models_root: Path | None
+    max_body_bytes: int
 
 
 def serve(
@@ -48,14 +56,30 @@ def serve(
     console: Console,
     watch: float | None = None,
     workers: int = 1,
+    models_root: Path | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    allow_open: bool = False,
 ) -> None:
     """Serve ``model_dir`` until interrupted; bad settings fail before the port opens.
     With ``watch`` (seconds), ``model_dir`` is polled and a new version swapped in (by
-    every worker)."""
+    every worker). Without ``api_key``, ``host`` must be a loopback address unless
+    ``allow_open``."""
+    exposed = not _is_loopback(host)
+    if api_key is None and exposed and not allow_open:
+        raise ConfigError(
+            f"--host {host} without --api-key opens every write and admin endpoint to the "
+            "network: set --api-key (or EVOREC_API_KEY), or pass --allow-open"
+        )
     store = EventStore(db)
     try:
         service = Service(
-            model_dir, store, api_key=api_key, workers=workers, watched_link=_link(model_dir, watch)
+            model_dir,
+            store,
+            api_key=api_key,
+            workers=workers,
+            watched_link=_link(model_dir, watch),
+            models_root=models_root,
+            max_body_bytes=max_body_bytes,
         )
         if service.seeded:
             console.print(f"store seeded with {service.seeded:,} training events")
@@ -69,11 +93,26 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
-        if workers > 1:
-            del service  # each worker loads its own
-            settings = WorkerSettings(
-                model_dir=model_dir, db=store.url, api_key=api_key, watch=watch, workers=workers
+        if api_key is None:
+            reach = "anyone who reaches this address" if exposed else "local processes only"
+            console.print(
+                f"no API key: writes and admin calls are open to {reach} "
+                "(--api-key or EVOREC_API_KEY to require one)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
+        if workers > 1:
+            settings = WorkerSettings(
+                model_dir=model_dir,
+                db=store.url,
+                api_key=api_key,
+                watch=watch,
+                workers=workers,
+                models_root=service.models_root,
+                max_body_bytes=max_body_bytes,
+            )
+            del service  # each worker loads its own
             _run_workers(settings, host, port)
             return
         _one_thread_per_request()
@@ -117,10 +156,21 @@ def worker_app() -> FastAPI:
         api_key=settings.api_key,
         workers=settings.workers,
         watched_link=_link(settings.model_dir, settings.watch),
+        models_root=settings.models_root,
+        max_body_bytes=settings.max_body_bytes,
     )
     if settings.watch:
         ModelWatcher(service, settings.model_dir, settings.watch).start()
     return create_app(service)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def _link(model_dir: Path, watch: float | None) -> Path | None:

@@ -10,6 +10,10 @@ Erasure: :meth:`EventStore.delete_user` deletes a user's events and records the 
 ``erased_users`` in the same transaction, so that a model update can drop the user's events
 from the model's own files too. A user who posts again afterwards starts over: the store
 then holds only the events posted after the erasure.
+
+Idempotency: :meth:`EventStore.add_events_once` stores a batch under a client's key in the
+same transaction as its events (``idempotency_keys``); a retry with that key stores nothing
+and answers the first attempt's count.
 """
 
 from __future__ import annotations
@@ -42,14 +46,16 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.download import data_home
 from evorec.data.schema import BEHAVIOR, EVENT_COLUMNS, ITEM, LINE, TIME, USER, VALUE
-from evorec.errors import DataError, StoreError
+from evorec.errors import DataError, EvorecError, StoreError
 
 CHUNK_ROWS = 20_000  # rows per INSERT batch when importing a dataset
 ID_CHUNK = 500  # user ids per IN (...) query
@@ -88,6 +94,15 @@ erased_table = Table(
     Column("erased_at", BigInteger, nullable=False),  # unix milliseconds, the latest erasure
 )
 
+idempotency_table = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("events", Integer, nullable=False),  # how many the batch stored
+    Column("fingerprint", Text, nullable=False),  # the caller's digest of the batch
+    Column("stored_at", BigInteger, nullable=False),  # unix milliseconds
+)
+
 STORE_ID = "store_id"  # store_meta key: a random id naming this store
 
 
@@ -101,9 +116,13 @@ def _erasure_log_and_store_id(conn: Connection) -> None:
     conn.execute(insert(store_meta).values(key=STORE_ID, value=uuid.uuid4().hex))
 
 
+def _idempotency_keys(conn: Connection) -> None:
+    idempotency_table.create(conn)
+
+
 # Ordered schema migrations: step ``n`` brings the schema from version ``n`` to ``n + 1``.
 # A new store runs them all; append steps, never edit released ones.
-MIGRATIONS = (_create_v1, _erasure_log_and_store_id)
+MIGRATIONS = (_create_v1, _erasure_log_and_store_id, _idempotency_keys)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 STORE_SCHEMA = {
@@ -122,6 +141,10 @@ _SELECT = (
     events_table.c.value,
     events_table.c.id,
 )
+
+
+class IdempotencyConflict(EvorecError):
+    """An idempotency key sent again with another batch than the one stored under it."""
 
 
 def default_url() -> str:
@@ -231,6 +254,41 @@ class EventStore:
             conn.execute(insert(events_table), rows)
         return len(rows)
 
+    def add_events_once(
+        self, events: pl.DataFrame | Iterable[Mapping[str, Any]], key: str, fingerprint: str
+    ) -> tuple[int, bool]:
+        """Append a batch once per ``key``: the key is stored in the same transaction as the
+        events, so a retried batch (same key) stores nothing. Returns (events stored by the
+        key's batch, whether this call was a replay); :class:`IdempotencyConflict` when the
+        key was stored with another ``fingerprint`` (the caller's digest of the batch)."""
+        rows = _rows(events)
+        claim = (
+            self._insert_ignoring_conflicts(idempotency_table)
+            .values(key=key, events=len(rows), fingerprint=fingerprint, stored_at=_now_ms())
+            .returning(idempotency_table.c.key)
+        )
+        with self._guard("write"), self._write() as conn:
+            # a concurrent holder of the key makes this insert wait for its commit
+            if conn.execute(claim).first() is None:
+                stored = conn.execute(
+                    select(idempotency_table.c.events, idempotency_table.c.fingerprint).where(
+                        idempotency_table.c.key == key
+                    )
+                ).one()
+                if stored.fingerprint != fingerprint:
+                    raise IdempotencyConflict(
+                        f"Idempotency-Key {key!r} was used for another batch; "
+                        "send a new key with a new batch"
+                    )
+                return int(stored.events), True
+            if rows:
+                conn.execute(insert(events_table), rows)
+        return len(rows), False
+
+    def _insert_ignoring_conflicts(self, table: Table) -> Any:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
     def delete_user(self, user_id: str) -> int:
         """Erase every event of ``user_id`` and log the erasure (``erased_users``, latest
         time kept) in the same transaction; returns how many events were deleted."""
@@ -259,14 +317,37 @@ class EventStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def history(self, user_id: str) -> pl.DataFrame:
-        """The user's events, chronological (ties in arrival order); empty when unknown."""
-        # one index range scan, already in (timestamp, id) order: the serving hot path
-        query = (
-            select(*_SELECT)
-            .where(events_table.c.user_id == user_id)
-            .order_by(events_table.c.timestamp, events_table.c.id)
-        )
+    def history(self, user_id: str, last: int | None = None) -> pl.DataFrame:
+        """The user's events, chronological (ties in arrival order); empty when unknown.
+        ``last``: only the latest ``last`` events, read backwards along the index (the
+        serving hot path: a user's length does not matter)."""
+        by_user = events_table.c.user_id == user_id
+        if last is None:
+            # one index range scan, already in (timestamp, id) order
+            order = (events_table.c.timestamp, events_table.c.id)
+            query = select(*_SELECT).where(by_user).order_by(*order)
+        else:
+            order = (events_table.c.timestamp.desc(), events_table.c.id.desc())
+            query = select(*_SELECT).where(by_user).order_by(*order).limit(last)
+        with self._guard("read"), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _frame(rows if last is None else rows[::-1])
+
+    def history_page(self, user_id: str, limit: int, after: int | None = None) -> pl.DataFrame:
+        """At most ``limit`` of the user's events in chronological order, those after the
+        user's event ``after`` (the ``line`` of an earlier page's last event; none when the
+        user holds no such event)."""
+        by_user = events_table.c.user_id == user_id
+        query = select(*_SELECT).where(by_user)
+        if after is not None:
+            anchor = (
+                select(events_table.c.timestamp)
+                .where(by_user, events_table.c.id == after)
+                .scalar_subquery()
+            )
+            position = tuple_(events_table.c.timestamp, events_table.c.id)
+            query = query.where(position > tuple_(anchor, after))
+        query = query.order_by(events_table.c.timestamp, events_table.c.id).limit(limit)
         with self._guard("read"), self.engine.connect() as conn:
             return _frame(conn.execute(query).all())
 
