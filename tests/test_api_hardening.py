@@ -196,7 +196,7 @@ def test_lone_surrogates_duplicate_keys_and_broken_json_are_422(client: TestClie
     assert client.get("/users/\U0001f600/history").json()["events"][0]["item_id"] == "a"
 
 
-@pytest.mark.parametrize("stamp", [2**63, 2**64, 10**30, 2**62 + 1, -1])
+@pytest.mark.parametrize("stamp", [2**63, 2**64, 10**30, 2**53, -1])
 def test_timestamps_beyond_what_the_store_holds_are_422(
     client: TestClient, store: EventStore, stamp: int
 ) -> None:
@@ -226,13 +226,13 @@ def test_a_long_or_nul_reload_path_is_422(client: TestClient, service: Service) 
     [
         ("/events", {"user_id": "u", "item_id": "a", "timestamp": True}, ["body", "timestamp"]),
         ("/events", {"user_id": "u", "item_id": "a", "timestamp": "123"}, ["body", "timestamp"]),
-        ("/events", {"user_id": "u", "item_id": "a", "timestamp": 1.0}, ["body", "timestamp"]),
+        ("/events", {"user_id": "u", "item_id": "a", "timestamp": 1.5}, ["body", "timestamp"]),
         ("/events", {"user_id": "u", "item_id": "a", "value": False}, ["body", "value"]),
         ("/events", {"user_id": "u", "item_id": "a", "value": "1.5"}, ["body", "value"]),
         ("/events", {"user_id": True, "item_id": "a"}, ["body", "user_id"]),
         ("/events", {"user_id": "u", "item_id": "a", "behavior": 3}, ["body", "behavior"]),
         ("/events", {"user_id": "u\x00v", "item_id": "a"}, ["body", "user_id"]),
-        ("/events", {"user_id": 2**63, "item_id": "a"}, ["body", "user_id"]),
+        ("/events", {"user_id": 2**53, "item_id": "a"}, ["body", "user_id"]),
         ("/recommendations", {"items": [], "k": "5"}, ["body", "k"]),
         ("/recommendations", {"items": [], "exclude_seen": "yes"}, ["body", "exclude_seen"]),
         ("/recommendations", {"items": [], "exclude_seen": 1}, ["body", "exclude_seen"]),
@@ -248,7 +248,7 @@ def test_values_of_the_wrong_type_are_refused_not_coerced(
 
 
 def test_integer_values_and_ids_are_accepted(client: TestClient) -> None:
-    event = {"user_id": 10**12, "item_id": "a", "timestamp": 5, "value": 2}
+    event = {"user_id": 10**12, "item_id": "a", "timestamp": 5.0, "value": 2}
     assert client.post("/events", json=event).status_code == 201
     assert client.get(f"/users/{10**12}/history").json()["events"] == [
         {"item_id": "a", "timestamp": 5, "behavior": None, "value": 2.0}

@@ -58,6 +58,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from pydantic import Field
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -74,9 +75,9 @@ from evorec.serving.guards import (
 )
 from evorec.serving.schemas import (
     HISTORY_PAGE,
-    INT64_MAX,
     MAX_HISTORY_PAGE,
     MAX_ID_LENGTH,
+    MAX_INT,
     MAX_K,
     NO_NUL,
     Deleted,
@@ -252,6 +253,7 @@ _ERRORS = {
 KEY_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the --api-key")
 UserId = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)]
 ItemId = UserId
+ItemText = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -334,8 +336,8 @@ def create_app(service: Service) -> FastAPI:
         request: Request,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         exclude_seen: bool = True,
-        allow: Annotated[list[str] | None, Query(description="only these items")] = None,
-        deny: Annotated[list[str] | None, Query(description="never these items")] = None,
+        allow: Annotated[list[ItemText], Query(description="only these items")] = [],  # noqa: B006
+        deny: Annotated[list[ItemText], Query(description="never these items")] = [],  # noqa: B006
     ) -> Recommendations:
         """Top-K items from the user's latest stored events, those posted a moment ago
         included. Filters: ``allow``/``deny`` (repeatable), and ``attr.<column>=<value>``
@@ -347,7 +349,9 @@ def create_app(service: Service) -> FastAPI:
         if events.height == 0:
             raise UnknownIdError(f"unknown user id {user_id!r}")
         history = served.history(events, user_id=user_id)
-        ranked = _rank(served, history, k, exclude_seen, allow, deny, _attributes(request))
+        # a query list is never empty when given: empty means no allow-list
+        allowed = allow or None
+        ranked = _rank(served, history, k, exclude_seen, allowed, deny, _attributes(request))
         return _recommendations(served, ranked, user_id)
 
     @app.post("/recommendations", dependencies=[Depends(json_only)], responses=_responses(415))
@@ -390,7 +394,7 @@ def create_app(service: Service) -> FastAPI:
         user_id: UserId,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = HISTORY_PAGE,
         after: Annotated[
-            int | None, Query(ge=1, le=INT64_MAX, description="the `next` of the page before")
+            int | None, Query(ge=1, le=MAX_INT, description="the `next` of the page before")
         ] = None,
     ) -> History:
         """The user's stored events, oldest first, ``limit`` per page; ``next`` is the

@@ -4,7 +4,8 @@
   or as soon as a streamed body passes the limit (:class:`LimitBody`, plain ASGI).
 - JSON that Python's parser would let through: ``NaN``/``Infinity``, numbers beyond a
   double (``1e309``), duplicate keys, lone UTF-16 surrogates, non-UTF-8 bytes
-  (:class:`StrictJSONRoute`): 422 naming where.
+  (:class:`StrictJSONRoute`): 422 naming where. A number with no fraction (``5.0``) is the
+  integer it equals, as in JSON Schema.
 - Non-JSON bodies (forms, text) on endpoints that take JSON: 415 (:func:`json_only`), so
   that no web page can post to the service with a plain form.
 - 422 replies list at most :data:`MAX_ERRORS` errors as ``{loc, msg, type}``, never the
@@ -104,11 +105,12 @@ def parse_json(body: bytes) -> Any:
         refused = True
         return _Refused(f"{name} is not a number in JSON")
 
-    def number(text: str) -> float | _Refused:
+    def number(text: str) -> int | float | _Refused:
         nonlocal refused
         value = float(text)
         if math.isfinite(value):
-            return value
+            # 5.0 and 5e0 are the integer 5, as JSON Schema (and so the spec) reads them
+            return int(value) if value.is_integer() else value
         refused = True
         return _Refused(f"{_text(text)} is beyond the range of a 64-bit float")
 

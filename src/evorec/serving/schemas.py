@@ -33,9 +33,9 @@ MAX_PATH_LENGTH = 4_096  # Linux PATH_MAX
 MAX_ATTRIBUTES = 16
 HISTORY_PAGE = 1_000  # events per history page by default
 MAX_HISTORY_PAGE = 10_000
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# unix seconds; half the int64 range, so that the difference of two timestamps fits too
-MAX_TIMESTAMP = 2**62
+# JSON numbers are exact (and OpenAPI bounds comparable) up to 2**53: integers travel within
+# that, well inside the store's int64; larger integer ids travel as strings
+MAX_INT = 2**53 - 1
 NO_NUL = r"^[^\x00]*$"
 
 
@@ -49,8 +49,10 @@ def _id(value: Any) -> str | int:
             )
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise PydanticCustomError("id_range", "an integer id fits in 64 bits")
+        if not -MAX_INT <= value <= MAX_INT:
+            raise PydanticCustomError(
+                "id_range", "an integer id lies within +-(2**53 - 1); send larger ones as text"
+            )
         return value
     raise PydanticCustomError("id_type", "an id is a string or an integer")
 
@@ -68,12 +70,12 @@ Id = Annotated[
                     "maxLength": MAX_ID_LENGTH,
                     "pattern": NO_NUL,
                 },
-                {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+                {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
             ]
         }
     ),
 ]
-Timestamp = Annotated[StrictInt, Field(ge=0, le=MAX_TIMESTAMP, description="unix seconds")]
+Timestamp = Annotated[StrictInt, Field(ge=0, le=MAX_INT, description="unix seconds")]
 Text = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
 AttributeValue = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)
