@@ -26,6 +26,7 @@ import polars as pl
 import pytest
 import torch
 from conftest import ANSI
+from fastapi.testclient import TestClient
 
 import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
@@ -34,7 +35,7 @@ from evorec.data.simulate import simulate
 from evorec.errors import ModelDirError
 from evorec.models.base import MANIFEST, Recommender
 from evorec.retrieval import load_or_build_index
-from evorec.serving import Service
+from evorec.serving import Service, create_app
 from evorec.serving.engine import ServedModel, model_version
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
@@ -386,6 +387,7 @@ def test_the_watcher_outlives_every_broken_version_and_swaps_in_the_next_good_on
     service = Service(link, store)
     watcher = ModelWatcher(service, link, interval=0.02).start()
     served = service.current.version
+    client = TestClient(create_app(service))
     cases = {case: (name, breaker) for case, name, breaker, _ in CASES}
     try:
         with caplog.at_level(logging.WARNING, logger="evorec.serving.watch"):
@@ -399,6 +401,9 @@ def test_the_watcher_outlives_every_broken_version_and_swaps_in_the_next_good_on
                 wait_for(lambda polls=polls: watcher.polls >= polls + 3)
                 assert watcher.alive and service.current.version == served
                 assert watcher.error == service.watch_error
+                health = client.get("/health").json()
+                assert health["model_update"] == "failing", health
+                assert where in health["model_update_error"]
                 warnings = [r for r in caplog.records if where in r.getMessage()]
                 assert len(warnings) == 1  # once per failed version, not once per poll
 
@@ -411,6 +416,8 @@ def test_the_watcher_outlives_every_broken_version_and_swaps_in_the_next_good_on
             wait_for(lambda: service.current.version == model_version(fixed))
             assert watcher.alive
             assert watcher.error is None and service.watch_error is None
+            health = client.get("/health").json()
+            assert health["model_update"] == "ok" and health["model_update_error"] is None
     finally:
         watcher.stop()
         store.close()

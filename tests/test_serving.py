@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from test_store import fresh_postgres
 
 import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
@@ -369,10 +370,17 @@ def start_server(model_dir: Path, db: str, port: int, *options: str) -> subproce
     raise AssertionError("server did not answer /health")
 
 
+@pytest.mark.parametrize(
+    ("backend", "round_"),
+    [*(("sqlite", n) for n in range(5)), ("postgresql", 0)],
+    ids=[*(f"sqlite-{n}" for n in range(5)), "postgresql"],
+)
 def test_acknowledged_events_survive_a_killed_server_exactly_once(
-    model_dir: Path, tmp_path: Path
+    model_dir: Path, tmp_path: Path, backend: str, round_: int
 ) -> None:
-    db = f"sqlite:///{tmp_path / 'events.db'}"
+    """SIGKILL in the middle of an event stream, five times on SQLite and once on
+    PostgreSQL: every acknowledged event is stored, none twice."""
+    db = fresh_postgres() if backend == "postgresql" else f"sqlite:///{tmp_path / 'events.db'}"
     port = free_port()
     server = start_server(model_dir, db, port)
     acknowledged: list[tuple[str, str, int]] = []

@@ -138,6 +138,7 @@ class Service:
         self.max_body_bytes = max_body_bytes
         self.multiprocess = MULTIPROC_DIR in os.environ
         self.current = ServedModel(model_dir)
+        self.watch_error: str | None = None  # set by serve --watch while a version fails
         self._reload_lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -454,7 +455,12 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/health", responses=_responses(503))
     def health() -> Health:
         service.store.ping()
-        return Health(status="ok", model_version=service.current.version)
+        return Health(
+            status="ok",
+            model_version=service.current.version,
+            model_update="failing" if service.watch_error else "ok",
+            model_update_error=service.watch_error,
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:

@@ -8,7 +8,7 @@ text cannot).
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -194,6 +194,10 @@ class Reloaded(BaseModel):
 class Health(BaseModel):
     status: str
     model_version: str
+    model_update: Literal["ok", "failing"] = Field(
+        "ok", description="failing: the watched path names a version that does not load"
+    )
+    model_update_error: str | None = Field(None, description="why, naming the file")
 
 
 class FieldError(BaseModel):
