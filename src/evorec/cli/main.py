@@ -540,6 +540,12 @@ def update(
             help="--db is not the model's cut-off store: read its events after the cut-off time"
         ),
     ] = False,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            help="after measuring on the hold-out, fine-tune again with it and save that model"
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Fine-tune a sequence model on the store's events after its cut-off; new version."""
@@ -558,6 +564,7 @@ def update(
             progress=not quiet,
             reject_worse=reject_worse,
             force=force,
+            refit=refit,
         )
     finally:
         store.close()
