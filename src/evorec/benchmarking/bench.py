@@ -156,8 +156,10 @@ def _bench_one(model: Any, split: Any, quality: float, progress: bool) -> dict[s
             best_valid_ndcg10=info["best_valid"].get("NDCG@10"),
             time_to_valid_ndcg10=time_to_quality(info["history"], quality),
             wall_time_to_valid_ndcg10=time_to_quality(info["history"], quality, "wall_seconds"),
+            # (epoch, train_seconds, NDCG@10, wall_seconds with validation)
             valid_curve=[
-                (h["epoch"], h["train_seconds"], h.get("NDCG@10")) for h in info["history"]
+                (h["epoch"], h["train_seconds"], h.get("NDCG@10"), h.get("wall_seconds"))
+                for h in info["history"]
             ],
         )
     return row
