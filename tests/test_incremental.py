@@ -28,9 +28,9 @@ from evorec.data.dataset import Dataset
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.errors import EvorecError, UnknownIdError
+from evorec.modeldir import model_version, point
 from evorec.models import get_model_class
 from evorec.serving import Service, create_app
-from evorec.serving.engine import model_version
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
 from evorec.training.incremental import (
@@ -39,7 +39,6 @@ from evorec.training.incremental import (
     drop_erased,
     extend_dataset,
     grow,
-    point,
     update,
 )
 from evorec.training.pipeline import train

@@ -33,13 +33,13 @@ from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.schema import RawData
 from evorec.data.simulate import simulate
 from evorec.errors import ModelDirError
+from evorec.modeldir import model_version, point
 from evorec.models.base import MANIFEST, Recommender
 from evorec.retrieval import load_or_build_index
 from evorec.serving import Service, create_app
-from evorec.serving.engine import ServedModel, model_version
+from evorec.serving.engine import ServedModel
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
-from evorec.training.incremental import point
 
 WAIT = 60.0  # seconds a watcher test waits at most for a poll's effect (never reached)
 

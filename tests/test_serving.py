@@ -437,7 +437,7 @@ def test_reload_is_refused_when_several_workers_serve(model_dir: Path, tmp_path:
 
 
 def test_reload_re_points_the_watched_link(model_dir: Path, tmp_path: Path) -> None:
-    from evorec.training.incremental import point
+    from evorec.modeldir import point
 
     link = tmp_path / "current"
     point(link, model_dir)
@@ -456,8 +456,8 @@ def test_workers_share_the_store_sum_their_metrics_and_all_follow_the_watched_li
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from evorec.modeldir import point
     from evorec.serving.engine import model_version
-    from evorec.training.incremental import point
 
     retrained = retrained_copy(model_dir, tmp_path / "v2")
     link = tmp_path / "current"

@@ -10,28 +10,32 @@ Python API (mirrors the CLI)::
     model.recommend(users=["42"], k=10)
 """
 
-__version__ = "0.1.0"
-
-from evorec.config import RunConfig, load_run_config  # noqa: E402
-from evorec.data.dataset import Dataset  # noqa: E402
-from evorec.data.load import from_frame, load_dataset  # noqa: E402
-from evorec.data.preprocess import PreprocessConfig  # noqa: E402
-from evorec.data.split import EvalSet, Split, leave_one_out, temporal_split  # noqa: E402
-from evorec.evaluation.evaluator import evaluate  # noqa: E402
-from evorec.models import (  # noqa: E402
+from evorec.config import RunConfig, load_run_config
+from evorec.data.dataset import Dataset
+from evorec.data.load import from_frame, load_dataset
+from evorec.data.preprocess import PreprocessConfig
+from evorec.data.split import EvalSet, Split, leave_one_out, temporal_split
+from evorec.evaluation.evaluator import evaluate
+from evorec.models import (
     EASE,
     HSTU,
     LSTM,
+    MODELS,
     BERT4Rec,
     Caser,
+    Ensemble,
     GRU4Rec,
+    LightGCN,
     MostPopular,
+    MultiTask,
     Recommender,
     SASRec,
+    SocialSASRec,
     TiSASRec,
     get_model_class,
 )
-from evorec.training.pipeline import train  # noqa: E402
+from evorec.training.pipeline import train  # importing evorec.training registers its loop
+from evorec.version import __version__
 
 load_model = Recommender.load
 
@@ -40,15 +44,20 @@ __all__ = [
     "Caser",
     "EASE",
     "Dataset",
+    "Ensemble",
     "EvalSet",
     "GRU4Rec",
     "HSTU",
     "LSTM",
+    "LightGCN",
+    "MODELS",
     "MostPopular",
+    "MultiTask",
     "PreprocessConfig",
     "Recommender",
     "RunConfig",
     "SASRec",
+    "SocialSASRec",
     "Split",
     "TiSASRec",
     "evaluate",
@@ -60,4 +69,5 @@ __all__ = [
     "load_run_config",
     "temporal_split",
     "train",
+    "__version__",
 ]

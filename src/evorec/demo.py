@@ -13,9 +13,10 @@ from evorec.data.histories import Histories
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.data.split import leave_one_out
-from evorec.evaluation.evaluator import evaluate, exclude_seen
+from evorec.evaluation.evaluator import evaluate
 from evorec.models import get_model_class
 from evorec.models.base import Recommender
+from evorec.retrieval.ranking import exclude_seen
 
 DEMO_MODELS = ("pop", "ease", "gru4rec", "sasrec")
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from evorec import __version__
 from evorec.config import apply_override
 from evorec.data.load import load_dataset
 from evorec.data.split import leave_one_out
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import get_model_class
 from evorec.training.pipeline import count_parameters
+from evorec.version import __version__
 
 TABLE_METRICS = ("HR@10", "NDCG@10", "MRR@10", "Coverage@10")
 

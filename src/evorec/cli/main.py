@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from evorec import __version__
 from evorec.errors import ConfigError, DataError, EvorecError
 from evorec.io import write_atomic, write_atomic_text
+from evorec.version import __version__
 
 app = typer.Typer(
     name="evorec",
@@ -549,9 +549,10 @@ def update(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Fine-tune a sequence model on the store's events after its cut-off; new version."""
+    from evorec.modeldir import point
     from evorec.store import EventStore
-    from evorec.training.incremental import point, update_config
     from evorec.training.incremental import update as run_update
+    from evorec.training.incremental import update_config
 
     config = update_config({"epochs": epochs, "lr": lr, "replay": replay})
     store = EventStore(db)

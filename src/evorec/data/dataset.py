@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +15,7 @@ import polars as pl
 from evorec.data.histories import Histories
 from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, VALUE
 from evorec.errors import DataError, UnknownIdError
+from evorec.io import write_atomic_dir
 
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
@@ -144,10 +142,8 @@ class Dataset:
 
     def save(self, path: str | Path) -> None:
         """Write the dataset to directory ``path`` atomically (temp dir + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+
+        def write(tmp: Path) -> None:
             self.events.write_parquet(tmp / "events.parquet")
             pl.DataFrame({"user_id": self.user_ids}).write_parquet(tmp / "user_ids.parquet")
             pl.DataFrame({"item_id": self.item_ids}).write_parquet(tmp / "item_ids.parquet")
@@ -163,12 +159,8 @@ class Dataset:
                 "meta": self.meta,
             }
             (tmp / "dataset.json").write_text(json.dumps(meta, indent=2, default=str))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        write_atomic_dir(path, write)
 
     @classmethod
     def load(cls, path: str | Path) -> Dataset:

@@ -12,6 +12,7 @@ from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
 from evorec.errors import NonFiniteError
 from evorec.evaluation.metrics import DEFAULT_KS, ranking_metrics
+from evorec.retrieval.ranking import exclude_seen
 
 if TYPE_CHECKING:
     from evorec.models.base import Recommender
@@ -30,12 +31,6 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"users": self.users, "filter_seen": self.filter_seen, **self.metrics}
-
-
-def exclude_seen(scores: torch.Tensor, histories: Histories) -> None:
-    """Score every item of each row's history ``-inf``, in place."""
-    rows, items = torch.from_numpy(histories.rows), torch.from_numpy(histories.items)
-    scores[rows.to(scores.device), items.to(scores.device)] = -torch.inf
 
 
 def check_finite(scores: torch.Tensor, model_name: str) -> None:

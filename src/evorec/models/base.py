@@ -7,15 +7,12 @@ the same for every model.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import polars as pl
@@ -23,20 +20,67 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from evorec import __version__
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError, DataError, EvorecError, ModelDirError
-from evorec.evaluation.evaluator import exclude_seen
+from evorec.modeldir import CONFIG, DATASET, MANIFEST, STATE, read_manifest, write_model_dir
+from evorec.retrieval.ranking import exclude_seen
 
 if TYPE_CHECKING:
     from evorec.retrieval import ItemIndex
 
-MODEL_FORMAT = 1
-MANIFEST = "evorec-model.json"
-
 Self = TypeVar("Self", bound="Recommender")
+
+
+@dataclass(frozen=True)
+class EpochSettings:
+    """How the training loop runs a model's epochs."""
+
+    epochs: int
+    patience: int  # epochs without validation gain before stopping
+    seed: int
+    accumulate: int = 1  # batches whose gradients make one optimizer step
+    amp: bool = False  # bf16 autocast (only where the device supports it)
+    device_type: str = "cpu"
+    valid_users: int | None = None  # validate on a random subset of this many users
+    valid_filter_seen: bool | None = None  # None: as the validation set says
+
+
+class EpochTask(Protocol):
+    """What the training loop of :mod:`evorec.training.loop` asks of a model trained in
+    epochs: its parameters and optimizer, one epoch's batches and a batch's loss."""
+
+    module: torch.nn.Module  # trained; its best state is restored and checkpointed
+    optimizer: torch.optim.Optimizer
+    settings: EpochSettings
+    examples: int  # training examples per epoch (sequences, interactions)
+
+    def batches(self) -> Sequence[Any]:
+        """One epoch's batches, in training order."""
+        ...
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """Mean loss of ``batch`` and the number of scored examples it averages over."""
+        ...
+
+    def rng_state(self) -> dict[str, Any]:
+        """The generators' states, for checkpoints."""
+        ...
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`rng_state` returned."""
+        ...
+
+
+TrainingLoop = Callable[..., dict[str, Any]]
+_training_loop: list[TrainingLoop] = []
+
+
+def use_training_loop(loop: TrainingLoop) -> None:
+    """Set the loop that models trained in epochs fit with; :mod:`evorec.training` sets it
+    when it is imported (as ``import evorec`` does), so models never import training."""
+    _training_loop[:] = [loop]
 
 
 class ModelConfig(BaseModel):
@@ -62,6 +106,8 @@ class Recommender(ABC):
             raise ConfigError(f"invalid {self.name} config: {_first_error(exc)}") from None
         self.dataset: Dataset | None = None
         self.fit_info: dict[str, Any] = {}
+        self._checkpoint: Path | None = None  # of the fit in progress
+        self._resume = False
 
     # -- to implement -------------------------------------------------------------------
 
@@ -91,18 +137,40 @@ class Recommender(ABC):
     def n_items(self) -> int:
         return self._require_fitted().n_items
 
-    def fit(self: Self, data: Dataset | Split, *, progress: bool = False) -> Self:
+    def fit(
+        self: Self,
+        data: Dataset | Split,
+        *,
+        progress: bool = False,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> Self:
         """Fit on a dataset, or on a split's training part with its validation set.
 
-        After a split the model recommends from the split's full histories."""
+        After a split the model recommends from the split's full histories. A model trained
+        in epochs writes its training state to ``checkpoint`` after every epoch and, with
+        ``resume``, continues from the one there."""
         self.seed_rngs()
-        if isinstance(data, Split):
-            self._fit(data.train, data.valid, progress)
-            self.dataset = data.full
-        else:
-            self._fit(data, None, progress)
-            self.dataset = data
+        self._checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self._resume = resume
+        try:
+            if isinstance(data, Split):
+                self._fit(data.train, data.valid, progress)
+                self.dataset = data.full
+            else:
+                self._fit(data, None, progress)
+                self.dataset = data
+        finally:
+            self._checkpoint, self._resume = None, False
         return self
+
+    def fit_epochs(self, task: EpochTask, valid: EvalSet | None, progress: bool) -> dict:
+        """Run ``task`` through the training loop, with this fit's checkpoint; the fit info."""
+        if not _training_loop:
+            raise EvorecError(f"{self.name}: no training loop; import evorec.training first")
+        return _training_loop[0](
+            self, task, valid, progress=progress, checkpoint=self._checkpoint, resume=self._resume
+        )
 
     def seed_rngs(self) -> None:
         """Seed torch's and NumPy's global generators with the config's seed."""
@@ -233,33 +301,14 @@ class Recommender(ABC):
         ``keep`` names files of an existing ``path`` that the new directory takes over (a
         training checkpoint, for ``--resume`` later)."""
         dataset = self._require_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            (tmp / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump()))
-            torch.save(_as_tensors(self._state()), tmp / "state.pt")
-            dataset.save(tmp / "dataset")
-            manifest = {
-                "format": MODEL_FORMAT,
-                "evorec_version": __version__,
-                "model": self.name,
-                "fit_info": self.fit_info,
-                **(extra or {}),
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-            for name, text in (files or {}).items():
-                (tmp / name).write_text(text)
-            for name in keep:
-                if (path / name).is_file():
-                    os.replace(path / name, tmp / name)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        def write(tmp: Path) -> None:
+            (tmp / CONFIG).write_text(yaml.safe_dump(self.config.model_dump()))
+            torch.save(_as_tensors(self._state()), tmp / STATE)
+            dataset.save(tmp / DATASET)
+
+        manifest = {"model": self.name, "fit_info": self.fit_info, **(extra or {})}
+        return write_model_dir(path, manifest, write, files, keep)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -268,8 +317,6 @@ class Recommender(ABC):
         Nothing in the directory is executed (``state.pt`` loads with ``weights_only``);
         every file that is missing, unreadable or inconsistent with the others is a
         :class:`ModelDirError` naming it."""
-        from evorec.models import get_model_class
-
         path = Path(path)
         manifest = read_manifest(path)
         try:
@@ -278,64 +325,34 @@ class Recommender(ABC):
             raise ModelDirError(f"{path / MANIFEST}: {exc}") from None
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise ModelDirError(f"{path} holds a {manifest['model']} model, not {cls.name}")
-        model = _from_config(path / "config.yaml", model_cls)
+        model = _from_config(path / CONFIG, model_cls)
         try:
-            model.dataset = Dataset.load(path / "dataset")
+            model.dataset = Dataset.load(path / DATASET)
         except DataError as exc:
             raise ModelDirError(str(exc)) from None
         model.fit_info = manifest.get("fit_info", {})
-        _load_parameters(model, path / "state.pt")
+        _load_parameters(model, path / STATE)
         return model
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of a model directory, after checking the directory is complete and
-    the manifest's fields have their types."""
-    if not path.is_dir():
-        raise ModelDirError(f"{path}: model directory not found")
-    missing = [
-        n for n in (MANIFEST, "config.yaml", "state.pt", "dataset") if not (path / n).exists()
-    ]
-    if missing:
-        raise ModelDirError(f"{path}: not a complete model directory, missing {', '.join(missing)}")
-    file = path / MANIFEST
-    try:
-        manifest = json.loads(file.read_bytes())
-    except OSError as exc:
-        raise ModelDirError(f"{file}: cannot read the manifest ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelDirError(f"{file}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ModelDirError(f"{file}: the manifest is a JSON {_json_kind(manifest)}, not an object")
-    if manifest.get("format") != MODEL_FORMAT:
-        raise ModelDirError(
-            f"{path}: written by evorec {manifest.get('evorec_version', '?')} in model format "
-            f"{manifest.get('format')}; this evorec {__version__} reads format {MODEL_FORMAT}"
-        )
-    if "model" not in manifest:
-        raise ModelDirError(f"{file}: the manifest names no model (key 'model')")
-    for key, (kind, name) in MANIFEST_TYPES.items():
-        if key in manifest and not isinstance(manifest[key], kind):
-            raise ModelDirError(
-                f"{file}: '{key}' is a JSON {_json_kind(manifest[key])}, expected {name}"
-            )
-    return manifest
+MODELS: dict[str, type[Recommender]] = {}  # by name, filled by @register
+ALIASES = {"mostpop": "pop", "popular": "pop", "most_popular": "pop"}
+R = TypeVar("R", bound=type[Recommender])
 
 
-# the manifest fields read back, with the JSON kind each must have when present
-MANIFEST_TYPES: dict[str, tuple[type, str]] = {
-    "model": (str, "a string"),
-    "evorec_version": (str, "a string"),
-    "fit_info": (dict, "an object"),
-    "run_config": (dict, "an object"),
-    "cutoff": (dict, "an object"),
-    "lineage": (list, "an array"),
-}
+def register(cls: R) -> R:
+    """Class decorator: make a model known by its ``name`` (CLI, configs, loading)."""
+    if cls.name in MODELS:
+        raise ValueError(f"two models named {cls.name!r}: {MODELS[cls.name]} and {cls}")
+    MODELS[cls.name] = cls
+    return cls
 
 
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return kinds.get(type(value), "number")
+def get_model_class(name: str) -> type[Recommender]:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; choose from {', '.join(MODELS)}")
+    return MODELS[key]
 
 
 def _from_config(file: Path, model_cls: type[Recommender]) -> Recommender:

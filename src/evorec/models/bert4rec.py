@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from evorec.data.histories import Histories
+from evorec.models.base import register
 from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import (
     EventFeatures,
@@ -57,6 +58,7 @@ class BERT4RecNetwork(AttentionNetwork):
         return self.item_table()[1:-1]
 
 
+@register
 class BERT4Rec(SequentialRecommender):
     name = "bert4rec"
     config: BERT4RecConfig

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from evorec.models.base import register
 from evorec.models.sequential import (
     EventFeatures,
     SequenceNetwork,
@@ -62,6 +63,7 @@ class CaserNetwork(SequenceNetwork):
         return F.relu(self.fc(self.drop(torch.cat([horizontal, vertical], dim=-1))))
 
 
+@register
 class Caser(SequentialRecommender):
     name = "caser"
     config: CaserConfig

@@ -13,13 +13,14 @@ from scipy import sparse
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
-from evorec.models.base import ModelConfig, Recommender
+from evorec.models.base import ModelConfig, Recommender, register
 
 
 class EASEConfig(ModelConfig):
     l2: float = Field(250.0, gt=0, description="L2 regularisation of the item-item weights")
 
 
+@register
 class EASE(Recommender):
     """Interest vector: the multi-hot history; item vector ``v_j = B[:, j]``."""
 

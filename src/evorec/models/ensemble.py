@@ -8,6 +8,7 @@ the sum of the members' scores and exact scoring, serving and ANN retrieval work
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -17,7 +18,7 @@ from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError
-from evorec.models.base import ModelConfig, Recommender
+from evorec.models.base import ModelConfig, Recommender, get_model_class, register
 
 
 class EnsembleConfig(ModelConfig):
@@ -28,6 +29,7 @@ class EnsembleConfig(ModelConfig):
     )
 
 
+@register
 class Ensemble(Recommender):
     name = "ensemble"
     config: EnsembleConfig
@@ -67,14 +69,21 @@ class Ensemble(Recommender):
 
     def member(self, k: int) -> Recommender:
         """An unfitted member ``k``: the members' model and settings, seed ``seed + k``."""
-        from evorec.models import get_model_class
-
         member_class = get_model_class(self.config.model)
         if member_class is Ensemble:
             raise ConfigError("invalid ensemble config: model: an ensemble cannot hold ensembles")
         return member_class({**self.config.settings, "seed": self.config.seed + k})
 
-    def fit(self, data: Dataset | Split, *, progress: bool = False) -> Self:
+    def fit(
+        self,
+        data: Dataset | Split,
+        *,
+        progress: bool = False,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> Self:
+        """As every model; the members train one after another without checkpoints (one
+        training state per member would not fit one checkpoint file)."""
         super().fit(data, progress=progress)
         for member in self.members:
             member.dataset = self.dataset  # members recommend from the same histories

@@ -7,6 +7,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from evorec.models.base import register
 from evorec.models.sequential import (
     EventFeatures,
     SequenceNetwork,
@@ -35,6 +36,7 @@ class RecurrentNetwork(SequenceNetwork):
         return self.project(self.drop(hidden))
 
 
+@register
 class GRU4Rec(SequentialRecommender):
     name = "gru4rec"
     config: GRU4RecConfig

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from evorec.models.base import register
 from evorec.models.sequential import (
     EventFeatures,
     SequenceNetwork,
@@ -101,6 +102,7 @@ class HSTUNetwork(SequenceNetwork):
         return self.norm(x)
 
 
+@register
 class HSTU(SequentialRecommender):
     name = "hstu"
     config: HSTUConfig

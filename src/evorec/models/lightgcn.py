@@ -25,9 +25,8 @@ from torch import nn
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
-from evorec.models.base import ModelConfig, Recommender
+from evorec.models.base import EpochSettings, ModelConfig, Recommender, register
 from evorec.models.graph import bipartite_adjacency, row_normalized, unique_pairs
-from evorec.training.loop import train_epochs
 
 
 class LightGCNConfig(ModelConfig):
@@ -91,6 +90,7 @@ class LightGCNNetwork(nn.Module):
         return torch.stack(layers).mean(0)
 
 
+@register
 class LightGCN(Recommender):
     name = "lightgcn"
     config: LightGCNConfig
@@ -107,37 +107,9 @@ class LightGCN(Recommender):
         self.network = LightGCNNetwork(
             train.n_items, config.dim, config.layers, hist.rows, hist.items
         )
-        network = self.network
-        users = torch.from_numpy(network.users)
-        items = torch.from_numpy(network.items)
-        optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-        generator = torch.Generator().manual_seed(config.seed)
-
-        def run_epoch() -> tuple[float, int]:
-            order = torch.randperm(len(users), generator=generator)
-            total = 0.0
-            for start in range(0, len(order), config.batch_size):
-                batch = order[start : start + config.batch_size]
-                self._layers = None
-                loss = self._loss(users[batch], items[batch], generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(batch)
-            self._layers = None
-            return total / max(len(order), 1), len(order)
-
         self.dataset = train
-        self.fit_info = train_epochs(
-            self,
-            network,
-            run_epoch,
-            valid,
-            epochs=config.epochs,
-            patience=config.patience,
-            progress=progress,
-        )
-        self._layers = None
+        self.fit_info = self.fit_epochs(LightGCNTask(self, self.network), valid, progress)
+        self._layers = None  # the restored best parameters give other item layers
 
     def _loss(
         self, users: torch.Tensor, positives: torch.Tensor, generator: torch.Generator
@@ -203,3 +175,36 @@ class LightGCN(Recommender):
         self.network.item_embedding.weight.data.copy_(state["item_embedding"])
         self.network.eval()
         self._layers = None
+
+
+class LightGCNTask:
+    """LightGCN's epochs for the training loop: the training interactions in random
+    batches, each a BPR (or sampled-softmax) loss after a full propagation."""
+
+    def __init__(self, model: LightGCN, network: LightGCNNetwork) -> None:
+        config = model.config
+        self.model = model
+        self.module = network
+        self.users = torch.from_numpy(network.users)
+        self.items = torch.from_numpy(network.items)
+        self.examples = len(self.users)
+        self.batch_size = config.batch_size
+        self.optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.settings = EpochSettings(
+            epochs=config.epochs, patience=config.patience, seed=config.seed
+        )
+
+    def batches(self) -> list[torch.Tensor]:
+        order = torch.randperm(len(self.users), generator=self.generator)
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+        self.model._layers = None  # the parameters change with every step
+        return self.model._loss(self.users[batch], self.items[batch], self.generator), len(batch)
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from evorec.models.base import register
 from evorec.models.gru4rec import GRU4RecConfig, RecurrentNetwork
 from evorec.models.sequential import SequentialRecommender
 
@@ -13,6 +14,7 @@ class LSTMConfig(GRU4RecConfig):
     pass
 
 
+@register
 class LSTM(SequentialRecommender):
     name = "lstm"
     config: LSTMConfig

@@ -14,19 +14,19 @@ Data without the purchase behaviour trains and serves the item tower alone (logg
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
+from evorec.models.base import register
 from evorec.models.sasrec import AttentionNetwork, SASRecConfig
-from evorec.models.sequential import EventFeatures, SequentialRecommender
-from evorec.training.loop import train_epochs
+from evorec.models.sequential import EventFeatures, SequenceNetwork, SequentialRecommender
 
 TASKS = ("item", "purchase")
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class MultiTaskNetwork(AttentionNetwork):
         return self.towers[self.serve](self.trunk(items, features))
 
 
+@register
 class MultiTask(SequentialRecommender):
     name = "multitask"
     config: MultiTaskConfig
@@ -89,64 +90,46 @@ class MultiTask(SequentialRecommender):
         return MultiTaskNetwork(n_items, self.n_behaviors, self.config, self.serve)
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
-        config = self.config
-        self.serve = config.serve
-        purchase = 0
-        if config.purchase_behavior in train.behaviors:
-            purchase = train.behaviors.index(config.purchase_behavior) + 1  # padded code
-        else:
+        self.serve = self.config.serve
+        if self.config.purchase_behavior not in train.behaviors:
             self.serve = "item"
             log.warning(
                 "multitask: no '%s' events in the data; training and serving the item tower",
-                config.purchase_behavior,
+                self.config.purchase_behavior,
             )
         self.n_behaviors = len(train.behaviors)
-        self._prepare(train, progress)
-        network = self.network
+        super()._fit(train, valid, progress)
+
+    def training_trunk(self, network: SequenceNetwork) -> Callable[..., torch.Tensor]:
         assert isinstance(network, MultiTaskNetwork)
-        sequences = self.training_sequences(train.histories)
-        optimizer = torch.optim.AdamW(
-            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-        rng = np.random.default_rng(config.seed)
-        weights = {"item": config.item_weight, "purchase": config.purchase_weight}
+        return network.trunk
 
-        def run_epoch() -> tuple[float, int]:
-            order = rng.permutation(len(sequences))
-            total = 0.0
-            for start in range(0, len(order), config.batch_size):
-                batch = sequences.take(order[start : start + config.batch_size])
-                items, features, _ = self.padded_batch(batch, self.train_window, self.device)
-                hidden = network.trunk(items[:, :-1], features.map(lambda t: t[:, :-1]))
-                targets = items[:, 1:]
-                scored = {"item": targets > 0}
-                if purchase and features.behaviors is not None:
-                    scored["purchase"] = features.behaviors[:, 1:] == purchase
-                loss = torch.zeros((), device=self.device)
-                for task, mask in scored.items():
-                    if weights[task] > 0 and mask.any():
-                        tower = network.towers[task](hidden)
-                        vectors, weight = self.scoring_space(
-                            network.condition(tower, batch.users)[mask], network.item_weights()
-                        )
-                        logits = vectors @ weight.T
-                        loss = loss + weights[task] * F.cross_entropy(logits, targets[mask] - 1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(batch)
-            return total / max(len(order), 1), len(order)
+    def training_heads(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        features: EventFeatures,
+        users: np.ndarray | None,
+    ) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """The item tower at every position, the purchase tower where the next event is a
+        purchase; a head without weight or without positions in the batch is left out."""
+        network = self._network()
+        assert isinstance(network, MultiTaskNetwork)
+        config = self.config
+        scored = {"item": (config.item_weight, targets > 0)}
+        behaviors = self._require_fitted().behaviors
+        if config.purchase_behavior in behaviors and features.behaviors is not None:
+            purchase = behaviors.index(config.purchase_behavior) + 1  # padded code
+            scored["purchase"] = (config.purchase_weight, features.behaviors[:, 1:] == purchase)
+        return [
+            (weight, mask, network.condition(network.towers[task](hidden), users))
+            for task, (weight, mask) in scored.items()
+            if weight > 0 and mask.any()
+        ]
 
-        self.fit_info = train_epochs(
-            self,
-            network,
-            run_epoch,
-            valid,
-            epochs=config.epochs,
-            patience=config.patience,
-            progress=progress,
-            filter_seen=config.valid_filter_seen,
-        )
+    @property
+    def validation_filter_seen(self) -> bool | None:
+        return self.config.valid_filter_seen
 
     def _state(self) -> dict[str, Any]:
         return {**super()._state(), "n_behaviors": self.n_behaviors, "serve": self.serve}

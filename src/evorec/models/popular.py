@@ -10,13 +10,14 @@ import torch
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
-from evorec.models.base import ModelConfig, Recommender
+from evorec.models.base import ModelConfig, Recommender, register
 
 
 class PopularConfig(ModelConfig):
     pass
 
 
+@register
 class MostPopular(Recommender):
     """Interest vector ``[1]``, item vector ``[share of training interactions]``."""
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from evorec.models.base import register
 from evorec.models.sequential import (
     EventFeatures,
     SequenceNetwork,
@@ -120,6 +121,7 @@ class SASRecNetwork(AttentionNetwork):
         return self.attend(self.embed(items))
 
 
+@register
 class SASRec(SequentialRecommender):
     name = "sasrec"
     config: SASRecConfig

@@ -6,7 +6,9 @@ position. The hidden state at a history's last event is the interest vector ``i`
 item rows of the embedding table give ``v``.
 
 Training is next-item prediction unless a model overrides ``training_example`` (BERT4Rec's
-cloze task); ``inference_batch`` says which position's hidden state is ``i``.
+cloze task), with one output head unless it overrides ``training_heads`` (multi-task);
+``inference_batch`` says which position's hidden state is ``i``. :class:`SequenceTask`
+gives the training loop the batches and the loss.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from evorec.features import (
     build_item_features,
     build_user_features,
 )
-from evorec.models.base import ModelConfig, Recommender
+from evorec.models.base import EpochSettings, ModelConfig, Recommender
 
 ENCODE_BATCH = 1024
 
@@ -172,8 +174,6 @@ class SequentialRecommender(Recommender):
         self.network: SequenceNetwork | None = None
         self.features: ItemFeatures | None = None
         self.user_features: UserFeatures | None = None
-        self.checkpoint_path = None
-        self.resume = False
 
     @abstractmethod
     def build_network(self, n_items: int) -> SequenceNetwork:
@@ -221,6 +221,28 @@ class SequentialRecommender(Recommender):
         item, so inputs and their features drop the last column and targets the first."""
         return items[:, :-1], features.map(lambda t: t[:, :-1]), items[:, 1:]
 
+    def training_trunk(self, network: SequenceNetwork) -> Callable[..., torch.Tensor]:
+        """What maps training inputs and features to the hidden states the heads read."""
+        return network
+
+    def training_heads(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        features: EventFeatures,
+        users: np.ndarray | None,
+    ) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
+        """``(weight, scored positions, interest vectors)`` of each training task, from the
+        trunk's ``hidden`` states, the targets, the features of the whole training window
+        and the rows' users; the loss is the weighted sum of the heads' cross-entropies. One
+        head by default: every position with a target, the conditioned hidden states."""
+        return [(1.0, targets > 0, self._network().condition(hidden, users))]
+
+    @property
+    def validation_filter_seen(self) -> bool | None:
+        """Seen-item filtering of validation rankings; None: as the validation set says."""
+        return None
+
     def inference_batch(
         self, histories: Histories, device: torch.device
     ) -> tuple[torch.Tensor, EventFeatures, torch.Tensor]:
@@ -248,18 +270,8 @@ class SequentialRecommender(Recommender):
         )
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
-        from evorec.training.trainer import SequenceTrainer
-
         self._prepare(train, progress)
-        trainer = SequenceTrainer(
-            self,
-            train,
-            valid,
-            progress=progress,
-            checkpoint_path=self.checkpoint_path,
-            resume=self.resume,
-        )
-        self.fit_info = trainer.run()
+        self.fit_info = self.fit_epochs(SequenceTask(self, train), valid, progress)
 
     def _prepare(self, train: Dataset, progress: bool) -> None:
         """The training data's content and profile features, and a fresh network."""
@@ -344,3 +356,93 @@ class SequentialRecommender(Recommender):
         self.network = self._build(int(state["n_items"]))
         self.network.load_state_dict(state["network"])
         self.network.eval()
+
+
+class SequenceTask:
+    """Sequence-to-sequence training for the loop: every scored position of a training
+    sequence (the targets of the model's ``training_example``) is a cross-entropy over the
+    full catalogue, or a sampled softmax with logQ correction. Batches group sequences of
+    similar length and the output layer runs only at scored positions, so padding costs
+    almost nothing."""
+
+    def __init__(self, model: SequentialRecommender, train: Dataset) -> None:
+        config = model.config
+        self.model = model
+        self.config = config
+        self.network = self.module = model._network()
+        self.device = next(self.network.parameters()).device
+        self.sequences = model.training_sequences(train.histories)
+        self.examples = len(self.sequences)
+        popularity = train.item_popularity.astype(np.float64) ** config.negative_power
+        self.negative_probs = torch.from_numpy(popularity / popularity.sum()).float()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.settings = EpochSettings(
+            epochs=config.epochs,
+            patience=config.patience,
+            seed=config.seed,
+            accumulate=config.accumulate,
+            amp=config.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            device_type=self.device.type,
+            valid_users=config.valid_users,
+            valid_filter_seen=model.validation_filter_seen,
+        )
+        trunk = model.training_trunk(self.network)
+        # batches vary in length and size: one dynamic-shape graph instead of one per shape
+        self.forward = torch.compile(trunk, dynamic=True) if config.compile else trunk
+
+    def batches(self) -> list[np.ndarray]:
+        """Rows grouped by length (random order among equal lengths), batches shuffled."""
+        lengths = self.sequences.lengths
+        order = np.lexsort((self.rng.random(len(lengths)), lengths))
+        size = self.config.batch_size
+        groups = [order[i : i + size] for i in range(0, len(order), size)]
+        self.rng.shuffle(groups)
+        return groups
+
+    def loss(self, rows: np.ndarray) -> tuple[torch.Tensor, int]:
+        """Weighted cross-entropy of the heads over the scored positions of the batch
+        ``rows``, and the first head's count of positions."""
+        model = self.model
+        batch = self.sequences.take(rows)
+        items, features, _ = model.padded_batch(batch, model.train_window, self.device)
+        inputs, input_features, targets = model.training_example(items, features, self.generator)
+        hidden = self.forward(inputs, input_features)
+        heads = model.training_heads(hidden, targets, features, batch.users)
+        if not heads:  # nothing scored in this batch: a zero loss that still backpropagates
+            return hidden.sum() * 0.0, 0
+        total = None
+        for weight, mask, vectors in heads:
+            head = weight * self.output_loss(vectors[mask], targets[mask] - 1)
+            total = head if total is None else total + head
+        assert total is not None
+        return total, int(heads[0][1].sum())
+
+    def output_loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of interest vectors ``hidden`` for the items ``target``."""
+        hidden, weight = self.model.scoring_space(hidden, self.network.item_weights())
+        if self.config.loss == "softmax":
+            return F.cross_entropy(hidden @ weight.T, target)
+        negatives = torch.multinomial(
+            self.negative_probs,
+            self.config.n_negatives,
+            replacement=True,
+            generator=self.generator,
+        ).to(self.device)
+        log_q = torch.log(self.negative_probs.to(self.device) * self.config.n_negatives)
+        positive = (hidden * weight[target]).sum(-1, keepdim=True) - log_q[target, None]
+        negative = hidden @ weight[negatives].T - log_q[negatives][None, :]
+        negative = negative.masked_fill(negatives[None, :] == target[:, None], -torch.inf)
+        logits = torch.cat([positive, negative], dim=1)
+        zeros = torch.zeros(len(target), dtype=torch.long, device=self.device)
+        return F.cross_entropy(logits, zeros)
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])

@@ -26,6 +26,7 @@ from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.social import social_edges
 from evorec.data.split import EvalSet
+from evorec.models.base import register
 from evorec.models.graph import row_normalized
 from evorec.models.sasrec import SASRec, SASRecConfig, SASRecNetwork
 from evorec.models.sequential import EventFeatures
@@ -95,6 +96,7 @@ class SocialSASRecNetwork(SASRecNetwork):
         return hidden + self.social_map(social)[:, None, :]
 
 
+@register
 class SocialSASRec(SASRec):
     name = "social"
     config: SocialConfig

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from evorec.models.base import register
 from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import (
     EventFeatures,
@@ -80,6 +81,7 @@ class TiSASRecNetwork(AttentionNetwork):
         )
 
 
+@register
 class TiSASRec(SequentialRecommender):
     name = "tisasrec"
     config: TiSASRecConfig

@@ -62,9 +62,9 @@ from pydantic import Field
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from evorec import __version__
 from evorec.data.histories import Histories
 from evorec.errors import DataError, EvorecError, StoreError, UnknownIdError
+from evorec.modeldir import point
 from evorec.serving.engine import Ranked, ServedModel
 from evorec.serving.guards import (
     LimitBody,
@@ -97,7 +97,7 @@ from evorec.serving.schemas import (
     StoredEvent,
 )
 from evorec.store import EventStore, IdempotencyConflict
-from evorec.training.incremental import point
+from evorec.version import __version__
 
 ATTRIBUTE_PREFIX = "attr."
 API_KEY_HEADER = "X-API-Key"

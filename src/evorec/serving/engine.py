@@ -7,7 +7,6 @@ model knows get the most popular items through the same filters.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ import polars as pl
 from evorec.data.histories import Histories
 from evorec.data.schema import BEHAVIOR, ITEM, TIME
 from evorec.errors import DataError, UnknownIdError
-from evorec.models.base import MANIFEST, Recommender
+from evorec.modeldir import model_version
+from evorec.models.base import Recommender
 from evorec.retrieval import ItemIndex, exact_search, load_or_build_index
 
 
@@ -144,12 +144,6 @@ class ServedModel:
         exclude = [np.array([item], dtype=np.int64)]
         scores, items = exact_search(self.unit_vectors, query, k, exclude, allowed)
         return _ranked(scores, items, "model")
-
-
-def model_version(model_dir: Path) -> str:
-    """``<directory name>-<digest of its manifest>``: a retrained model gets a new version."""
-    digest = hashlib.sha256((model_dir / MANIFEST).read_bytes()).hexdigest()[:10]
-    return f"{model_dir.resolve().name}-{digest}"
 
 
 def _ranked(scores: np.ndarray, items: np.ndarray, source: str) -> Ranked:

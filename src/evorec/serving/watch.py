@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 
 from evorec.errors import EvorecError
+from evorec.modeldir import model_version
 from evorec.serving.app import Service
-from evorec.serving.engine import model_version
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,6 @@ after their erasure come back as a new user's.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,14 @@ from evorec.data.schema import BEHAVIOR, ITEM, LINE, TIME, USER, VALUE
 from evorec.data.split import EvalSet
 from evorec.errors import ConfigError, EvorecError, ModelDirError
 from evorec.evaluation.evaluator import evaluate
+from evorec.modeldir import (
+    METRICS,
+    RUN_CONFIG,
+    Cutoff,
+    lineage,
+    model_version,
+    recorded_cutoff,
+)
 from evorec.models.base import Recommender, read_manifest
 from evorec.models.sequential import SequenceNetwork, SequentialRecommender
 
@@ -61,24 +67,6 @@ class UpdateConfig(BaseModel):
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Cutoff:
-    """The newest event a model was trained on: its time and, from a store, its event id."""
-
-    timestamp: int
-    event_id: int | None = None
-    store: str | None = None  # the store's URL, for messages
-    store_id: str | None = None  # the store's identity, which the event id belongs to
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "timestamp": self.timestamp,
-            "event_id": self.event_id,
-            "store": self.store,
-            "store_id": self.store_id,
-        }
-
-
 @dataclass
 class UpdateResult:
     model: SequentialRecommender
@@ -97,15 +85,8 @@ def dataset_cutoff(dataset: Dataset) -> Cutoff:
 
 
 def read_cutoff(manifest: dict[str, Any], dataset: Dataset) -> Cutoff:
-    recorded = manifest.get("cutoff")
-    if not recorded:
-        return dataset_cutoff(dataset)
-    return Cutoff(
-        int(recorded["timestamp"]),
-        recorded.get("event_id"),
-        recorded.get("store"),
-        recorded.get("store_id"),
-    )
+    """The manifest's cut-off; for a model saved without one, its dataset's newest event."""
+    return recorded_cutoff(manifest) or dataset_cutoff(dataset)
 
 
 def update_config(values: dict[str, Any]) -> UpdateConfig:
@@ -136,8 +117,6 @@ def update(
     The update is first fine-tuned without each updated user's last event and measured on
     those events; with ``refit`` (the default) the saved model is then fine-tuned the same
     way from the old one on every new event, the hold-out included."""
-    from evorec.serving.engine import model_version
-
     config = config or UpdateConfig()
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
@@ -213,7 +192,7 @@ def update(
     extra = {
         "cutoff": new_cutoff.to_dict(),
         "parent": {"version": parent, "model_dir": str(model_dir.resolve())},
-        "lineage": [*manifest.get("lineage", []), parent],
+        "lineage": lineage(manifest, parent),
         "update": {
             **counts,
             "config": config.model_dump(),
@@ -223,11 +202,11 @@ def update(
             + fit_info.get("refit", {}).get("train_seconds", 0.0),
         },
     }
-    files = {"metrics.json": json.dumps({"holdout": extra["update"]["holdout"]}, indent=2)}
+    files = {METRICS: json.dumps({"holdout": extra["update"]["holdout"]}, indent=2)}
     if "run_config" in manifest:
         extra["run_config"] = manifest["run_config"]
-        if (model_dir / "run.yaml").is_file():
-            files["run.yaml"] = (model_dir / "run.yaml").read_text()
+        if (model_dir / RUN_CONFIG).is_file():
+            files[RUN_CONFIG] = (model_dir / RUN_CONFIG).read_text()
     model.save(out, extra=extra, files=files)
     return UpdateResult(model, parent, new_cutoff, counts, old_scores, new_scores, fit_info)
 
@@ -469,19 +448,3 @@ def fine_tune(
         return SequenceTrainer(model, train, None, progress=progress).run()
     finally:
         model.config = saved
-
-
-def point(link: str | Path, target: str | Path) -> None:
-    """Make ``link`` a symbolic link to ``target``, atomically (a new link renamed over)."""
-    link, target = Path(link), Path(target)
-    if link.exists() and not link.is_symlink():
-        raise EvorecError(f"{link}: exists and is not a link; give a new path for --link")
-    link.parent.mkdir(parents=True, exist_ok=True)
-    relative = os.path.relpath(target.resolve(), link.parent.resolve())
-    tmp = Path(tempfile.mktemp(prefix=f".{link.name}.", dir=link.parent))
-    os.symlink(relative, tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

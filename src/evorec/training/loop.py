@@ -1,5 +1,11 @@
-"""Epochs with validation NDCG@10 and early stopping, for models that make their own
-batches (graph and multi-task models); the sequence models use :mod:`.trainer`."""
+"""The training loop of every model trained in epochs.
+
+A model hands the loop an :class:`~evorec.models.base.EpochTask` (its module, optimizer,
+one epoch's batches and a batch's loss); the loop runs the epochs with optional bf16
+autocast and gradient accumulation, validates after each (NDCG@10), keeps the best
+parameters, stops early, writes an atomic checkpoint per epoch and resumes from one, shows
+progress, and stops on a non-finite loss or score (``check_loss``, ``validate``).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,20 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from torch import nn
 
 from evorec.data.split import EvalSet
-from evorec.errors import NonFiniteError
+from evorec.errors import ConfigError, ModelDirError, NonFiniteError
 from evorec.evaluation.evaluator import evaluate
+from evorec.io import write_atomic
 
 if TYPE_CHECKING:
-    from evorec.models.base import Recommender
+    from evorec.models.base import EpochTask, Recommender
 
 VALID_METRIC = "NDCG@10"
 log = logging.getLogger(__name__)
@@ -45,26 +52,95 @@ def validate(model: Recommender, valid: EvalSet, epoch: int, **options: Any) -> 
         ) from None
 
 
+def validation_users(valid: EvalSet | None, users: int | None, seed: int) -> EvalSet | None:
+    """``valid``, or a random subset of ``users`` of its users (drawn with ``seed``)."""
+    if valid is None or not users or len(valid) <= users:
+        return valid
+    rows = np.random.default_rng(seed).choice(len(valid), users, replace=False)
+    return valid.subset(np.sort(rows))
+
+
+def run_epoch(task: EpochTask) -> tuple[float, int]:
+    """One pass over ``task``'s batches: mean loss per scored example, examples scored."""
+    settings = task.settings
+    batches = task.batches()
+    steps = settings.accumulate
+    total, scored = 0.0, 0
+    task.optimizer.zero_grad(set_to_none=True)
+    for index, batch in enumerate(batches):
+        with torch.autocast(settings.device_type, torch.bfloat16, enabled=settings.amp):
+            loss, count = task.loss(batch)
+        # the last step may gather fewer batches
+        group = min(steps, len(batches) - index // steps * steps)
+        (loss / group).backward()
+        if (index + 1) % steps == 0 or index + 1 == len(batches):
+            task.optimizer.step()
+            task.optimizer.zero_grad(set_to_none=True)
+        total += loss.item() * count
+        scored += count
+    return total / max(scored, 1), scored
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic: written to a temp file in the same directory, then renamed."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The saved training state, read as tensors and plain values only: a crafted file
+    cannot run code."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # unpickling refusals and truncations have many types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelDirError(
+            f"{path}: not a readable training checkpoint ({reason}); "
+            "train without --resume to start again"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelDirError(f"{path}: not a training checkpoint")
+    return state
+
+
 def train_epochs(
     model: Recommender,
-    module: nn.Module,
-    run_epoch: Callable[[], tuple[float, int]],
+    task: EpochTask,
     valid: EvalSet | None,
     *,
-    epochs: int,
-    patience: int,
     progress: bool = False,
-    filter_seen: bool | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Call ``run_epoch`` (one pass over the training data: mean loss, examples seen) up to
-    ``epochs`` times; after each, validate ``model`` on ``valid`` and keep ``module``'s best
-    parameters, stopping after ``patience`` epochs without gain. ``filter_seen`` is passed
-    to the evaluation when given. Returns the fit info (the keys the trainer reports)."""
+    """Train ``task`` for up to ``task.settings.epochs`` epochs; after each, validate
+    ``model`` on ``valid`` and keep the module's best parameters, stopping after
+    ``patience`` epochs without gain. ``checkpoint`` receives the training state after every
+    epoch; with ``resume`` training continues from the one there. Returns the fit info."""
+    settings = task.settings
+    module, optimizer = task.module, task.optimizer
+    valid = validation_users(valid, settings.valid_users, settings.seed)
+    options = (
+        {} if settings.valid_filter_seen is None else {"filter_seen": settings.valid_filter_seen}
+    )
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "metric": -1.0, "state": None}
-    options = {} if filter_seen is None else {"filter_seen": filter_seen}
-    train_seconds = wall_seconds = 0.0
-    examples = 0
+    start_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        try:
+            module.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            task.set_rng_state(state)
+            torch.set_rng_state(state["torch_rng"])
+            best, history = state["best"], state["history"]
+            start_epoch = state["epoch"] + 1
+        except (RuntimeError, ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"{checkpoint}: cannot resume, the checkpoint was written by another model, "
+                "model settings or dataset; train without --resume to start again"
+            ) from None
+        if history:
+            train_seconds = history[-1]["train_seconds"]
+            wall_seconds = history[-1].get("wall_seconds", train_seconds)
     columns = [
         TextColumn(f"[bold]{model.name}"),
         BarColumn(),
@@ -73,21 +149,24 @@ def train_epochs(
         TimeElapsedColumn(),
     ]
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("train", total=epochs, status="")
-        for epoch in range(1, epochs + 1):
-            began = time.perf_counter()
+        bar_task = bar.add_task(
+            "train", total=settings.epochs, completed=start_epoch - 1, status=""
+        )
+        for epoch in range(start_epoch, settings.epochs + 1):
             module.train()
-            loss, examples = run_epoch()
+            began = time.perf_counter()
+            loss, scored = run_epoch(task)
             check_loss(model, epoch, loss)
             module.eval()
-            seconds = time.perf_counter() - began
-            train_seconds += seconds
+            epoch_seconds = time.perf_counter() - began
+            train_seconds += epoch_seconds
             record = {
                 "epoch": epoch,
                 "loss": loss,
-                "epoch_seconds": seconds,
+                "epoch_seconds": epoch_seconds,
                 "train_seconds": train_seconds,
-                "sequences_per_second": examples / seconds,
+                "positions": scored,
+                "sequences_per_second": task.examples / epoch_seconds,
             }
             status = f"loss {loss:.4f}"
             if valid is not None:
@@ -106,21 +185,34 @@ def train_epochs(
             wall_seconds += time.perf_counter() - began
             record["wall_seconds"] = wall_seconds
             history.append(record)
-            bar.update(task, completed=epoch, status=status)
-            log.info("epoch %d %s (%.1fs)", epoch, status, seconds)
-            if valid is not None and epoch - best["epoch"] >= patience:
+            bar.update(bar_task, completed=epoch, status=status)
+            log.info("epoch %d %s (%.1fs)", epoch, status, epoch_seconds)
+            if checkpoint is not None:
+                state = {
+                    "epoch": epoch,
+                    "network": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best": best,
+                    "history": history,
+                    "torch_rng": torch.get_rng_state(),
+                    **task.rng_state(),
+                }
+                save_checkpoint(checkpoint, state)
+            if valid is not None and epoch - best["epoch"] >= settings.patience:
                 break
     if best["state"] is not None:
         module.load_state_dict(best["state"])
     module.eval()
+    epochs_run = len(history)
     return {
-        "best_epoch": best["epoch"] if best["state"] is not None else len(history),
+        "best_epoch": best["epoch"] if best["state"] is not None else epochs_run,
         "best_valid": {VALID_METRIC: best["metric"]} if best["state"] is not None else {},
-        "epochs": len(history),
+        "epochs": epochs_run,
         "train_seconds": train_seconds,
         "wall_seconds": wall_seconds,
         "seconds_per_epoch": float(np.median([h["epoch_seconds"] for h in history])),
         "sequences_per_second": float(np.median([h["sequences_per_second"] for h in history])),
-        "train_sequences": examples,
+        "train_sequences": task.examples,
+        "positions_per_epoch": float(np.median([h.get("positions", 0) for h in history])),
         "history": history,
     }

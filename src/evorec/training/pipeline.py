@@ -19,12 +19,10 @@ from evorec.data.split import Split, leave_one_out, temporal_split
 from evorec.errors import ConfigError, ModelDirError, first_validation_error
 from evorec.evaluation.cold import cold_item_split
 from evorec.evaluation.evaluator import EvalResult, evaluate
+from evorec.modeldir import CHECKPOINT
 from evorec.models import get_model_class
 from evorec.models.base import MANIFEST, Recommender, read_manifest
-from evorec.models.sequential import SequentialRecommender
 from evorec.training.incremental import dataset_cutoff
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -100,11 +98,9 @@ def train(
     split = make_split(dataset, config.data.split)
     model = build_model(config)
     out = Path(out) if out is not None else None
-    if isinstance(model, SequentialRecommender) and out is not None:
-        model.checkpoint_path = out / CHECKPOINT
-        model.resume = resume
+    checkpoint = out / CHECKPOINT if out is not None else None
     began = time.perf_counter()
-    model.fit(split, progress=progress)
+    model.fit(split, progress=progress, checkpoint=checkpoint, resume=resume)
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     result = evaluate(
@@ -140,7 +136,7 @@ def train(
             configured=selection,
             # the final save replaces ``out``: keep the checkpoint so that a finished run can
             # be continued with more epochs (``--resume``)
-            keep=(CHECKPOINT,) if isinstance(model, SequentialRecommender) else (),
+            keep=(CHECKPOINT,),
         )
     return TrainResult(model, split, result, train_seconds, eval_seconds)
 
