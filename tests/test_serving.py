@@ -322,7 +322,12 @@ def test_reload_swaps_models_while_requests_run(model_dir: Path, tmp_path: Path)
             "type": "value_error",
         }
     ]
-    assert client.get("/health").json() == {"status": "ok", "model_version": new}
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "model_version": new,
+        "model_update": "ok",
+        "model_update_error": None,
+    }
     assert f'evorec_model_info{{version="{new}"}} 1.0' in client.get("/metrics").text
     store.close()
 
