@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -27,6 +24,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from heavy_user import start_server  # the server as its own process, once /health answers
 
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
@@ -34,35 +32,11 @@ from evorec.io import write_atomic_text
 from evorec.models import SASRec
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def start_server(model_dir: Path, db: str, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    server = subprocess.Popen(
-        [*command, "--db", db, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the server did not answer /health")
 
 
 def main() -> None:
@@ -80,8 +54,7 @@ def main() -> None:
     )
     db = f"sqlite:///{args.work / 'events.db'}"
     (args.work / "events.db").unlink(missing_ok=True)
-    port = free_port()
-    server = start_server(model_dir, db, port)
+    server, url = start_server(model_dir, db, args.work / "server.log")
     users = [str(u) for u in data.user_ids.to_list()]
     items = [str(i) for i in data.item_ids.to_list()]
     rng = np.random.default_rng(0)
@@ -91,7 +64,7 @@ def main() -> None:
     next_sample = began
     rounds = 0
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        with httpx.Client(base_url=url, timeout=10) as http:
             while (now := time.monotonic()) - began < args.seconds:
                 if now >= next_sample:
                     samples.append((now - began, rss_mb(server.pid)))
