@@ -115,15 +115,7 @@ def train(
         began = time.perf_counter()
         model.fit(split.full, progress=progress)
         refit_seconds = time.perf_counter() - began
-        extra["refit"] = {
-            "events": split.full.n_events,
-            "settings": chosen,
-            "train_seconds": refit_seconds,
-            "fit_info": model.fit_info,
-            "note": "trained on every event after the selection run; the test metrics are "
-            "the selection run's, on events it had not seen",
-        }
-        model.fit_info = selection.fit_info
+        extra["refit"] = refit_entry(model, selection, split, chosen, refit_seconds)
         train_seconds += refit_seconds
     if out is not None:
         save_trained(
@@ -139,6 +131,27 @@ def train(
             keep=(CHECKPOINT,),
         )
     return TrainResult(model, split, result, train_seconds, eval_seconds)
+
+
+def refit_entry(
+    refit: Recommender,
+    selection: Recommender,
+    split: Split,
+    chosen: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """The manifest's ``refit`` record; ``refit`` then carries the selection run's fit info
+    (what chose its settings), its own goes into the record."""
+    entry = {
+        "events": split.full.n_events,
+        "settings": chosen,
+        "train_seconds": seconds,
+        "fit_info": refit.fit_info,
+        "note": "trained on every event after the selection run; the test metrics are the "
+        "selection run's, on events it had not seen",
+    }
+    refit.fit_info = selection.fit_info
+    return entry
 
 
 def refit_settings(model: Recommender) -> dict[str, Any]:

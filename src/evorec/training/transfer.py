@@ -36,6 +36,7 @@ from evorec.training.pipeline import (
     build_model,
     load_data,
     make_split,
+    refit_entry,
     refit_settings,
     save_trained,
 )
@@ -244,16 +245,9 @@ def finetune(
             source, {**config.model, **chosen}, split.full, None, freeze, progress
         )
         model.dataset = split.full
-        extra["refit"] = {
-            "events": split.full.n_events,
-            "settings": chosen,
-            "train_seconds": time.perf_counter() - began,
-            "fit_info": model.fit_info,
-            "note": "fine-tuned on every target event after the selection run; the test "
-            "metrics are the selection run's, on events it had not seen",
-        }
-        model.fit_info = selection.fit_info
-        train_seconds += extra["refit"]["train_seconds"]
+        refit_seconds = time.perf_counter() - began
+        extra["refit"] = refit_entry(model, selection, split, chosen, refit_seconds)
+        train_seconds += refit_seconds
     if out is not None:
         source_info = {
             "from": str(Path(from_dir).resolve()),
