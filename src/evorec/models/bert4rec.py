@@ -19,14 +19,14 @@ from torch import nn
 
 from evorec.data.histories import Histories
 from evorec.models.base import register
-from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import (
     EventFeatures,
     SequentialRecommender,
 )
+from evorec.models.trunks import AttentionConfig, AttentionNetwork
 
 
-class BERT4RecConfig(SASRecConfig):
+class BERT4RecConfig(AttentionConfig):
     max_len: int = Field(50, ge=2, description="events read, the appended [MASK] included")
     dropout: float = Field(0.1, ge=0, lt=1)
     heads: int = Field(2, ge=1)

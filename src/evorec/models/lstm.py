@@ -6,12 +6,12 @@ from __future__ import annotations
 from torch import nn
 
 from evorec.models.base import register
-from evorec.models.gru4rec import GRU4RecConfig, RecurrentNetwork
 from evorec.models.sequential import SequentialRecommender
+from evorec.models.trunks import RecurrentConfig, RecurrentNetwork
 
 
-class LSTMConfig(GRU4RecConfig):
-    pass
+class LSTMConfig(RecurrentConfig):
+    """The LSTM's settings: the recurrent trunk's (see :mod:`evorec.models.trunks`)."""
 
 
 @register

@@ -1,6 +1,6 @@
 """Multi-task interest over behaviour types (views, carts, favourites, purchases).
 
-A shared SASRec trunk (:class:`~evorec.models.sasrec.AttentionNetwork`) reads the history
+A shared SASRec trunk (:class:`~evorec.models.trunks.AttentionNetwork`) reads the history
 with a behaviour embedding added to every event; two task towers (residual MLPs) map its
 hidden states to interest vectors scored against the shared item embeddings: the *item*
 tower predicts the next event's item, the *purchase* tower the next item the user buys
@@ -25,14 +25,14 @@ from torch import nn
 from evorec.data.dataset import Dataset
 from evorec.data.split import EvalSet
 from evorec.models.base import register
-from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import EventFeatures, SequenceNetwork, SequentialRecommender
+from evorec.models.trunks import AttentionConfig, AttentionNetwork
 
 TASKS = ("item", "purchase")
 log = logging.getLogger(__name__)
 
 
-class MultiTaskConfig(SASRecConfig):
+class MultiTaskConfig(AttentionConfig):
     purchase_behavior: str = Field("buy", description="the behaviour that counts as a purchase")
     item_weight: float = Field(1.0, ge=0, description="weight of the next-item loss")
     purchase_weight: float = Field(1.0, ge=0, description="weight of the next-purchase loss")

@@ -14,17 +14,17 @@ from pydantic import Field
 from torch import nn
 
 from evorec.models.base import register
-from evorec.models.sasrec import AttentionNetwork, SASRecConfig
 from evorec.models.sequential import (
     EventFeatures,
     SequentialRecommender,
     interval_buckets,
 )
+from evorec.models.trunks import AttentionConfig, AttentionNetwork
 
 HOUR, DAY = 3600, 86400
 
 
-class TiSASRecConfig(SASRecConfig):
+class TiSASRecConfig(AttentionConfig):
     time_buckets: int = Field(32, ge=2, description="log2 buckets of time intervals")
 
 
