@@ -28,6 +28,7 @@ from evorec.modeldir import CONFIG, DATASET, MANIFEST, STATE, read_manifest, wri
 from evorec.retrieval.ranking import exclude_seen
 
 if TYPE_CHECKING:
+    from evorec.models.explain import Explanation
     from evorec.retrieval import ItemIndex
 
 Self = TypeVar("Self", bound="Recommender")
@@ -249,6 +250,23 @@ class Recommender(ABC):
                 else np.zeros(0, np.int64),
             }
         )
+
+    def explain(
+        self,
+        user: Any | None = None,
+        *,
+        history: Iterable[Any] | None = None,
+        timestamps: Iterable[int] | None = None,
+        item: Any | None = None,
+        top: int = 10,
+    ) -> Explanation:
+        """Which events of a known ``user``'s history (or of a raw ``history`` of original
+        item ids, oldest first) drive ``item`` (default: the top recommendation): the
+        ``top`` events by occlusion score change, with the attention view where the model
+        has one (see :mod:`evorec.models.explain`)."""
+        from evorec.models.explain import explain
+
+        return explain(self, user, history=history, timestamps=timestamps, item=item, top=top)
 
     def _retrieve(
         self,
