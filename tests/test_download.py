@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from evorec.data.download import DATASETS, data_home, download
-from evorec.data.readers import read_events
+from evorec.data.formats import read_events
 from evorec.errors import DataError
 
 NAME = "ml-latest-small"

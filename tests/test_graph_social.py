@@ -10,9 +10,9 @@ import torch
 
 from evorec import load_model
 from evorec.data.dataset import Dataset
+from evorec.data.formats import read_events
 from evorec.data.histories import Histories
 from evorec.data.load import from_frame, load_dataset
-from evorec.data.readers import read_events
 from evorec.data.social import social_edges, without_social
 from evorec.data.split import leave_one_out
 from evorec.errors import DataError

@@ -105,7 +105,7 @@ def test_many_bad_lines_are_truncated_in_report():
 
 
 def test_bad_rows_from_a_csv_file_report_file_lines(tmp_path):
-    readers = pytest.importorskip("evorec.data.readers")
+    readers = pytest.importorskip("evorec.data.formats")
     f = tmp_path / "ev.csv"
     f.write_text(
         "user,item,timestamp\n"

@@ -11,8 +11,18 @@ import polars as pl
 import pytest
 from conftest import shared_dataset
 
-from evorec.data.readers import SUPPORTED_FORMATS, detect_format, read_events, read_item_text
-from evorec.data.schema import EVENT_COLUMNS
+from evorec.data.formats import (
+    FORMATS,
+    Format,
+    ReadOptions,
+    detect_format,
+    format_names,
+    formats_help,
+    read_events,
+    read_item_text,
+    register,
+)
+from evorec.data.schema import EVENT_COLUMNS, RawData, canonical_events
 from evorec.errors import ConfigError, DataError
 
 shared = shared_dataset
@@ -282,9 +292,9 @@ def test_unknown_and_undetectable_formats(tmp_path: Path) -> None:
     path = write(tmp_path / "log.csv", "user,item\n1,2\n")
     error = error_of(path, "excel")
     assert "unknown format 'excel'" in str(error)
-    assert all(f in str(error) for f in SUPPORTED_FORMATS)
+    assert all(f in str(error) for f in format_names())
     error = error_of(write(tmp_path / "log.xyz", "user,item\n1,2\n"))
-    assert all(f in str(error) for f in SUPPORTED_FORMATS)
+    assert all(f in str(error) for f in format_names())
     error = error_of(tmp_path)
     assert "cannot detect" in str(error)
 
@@ -576,3 +586,43 @@ def test_amazon_metadata_that_is_not_utf8_is_named(tmp_path: Path) -> None:
         handle.write(b'{"asin": "i1", "title": "Racer"}\n{"asin": "i2", "title": "Caf\xe9"}\n')
     with pytest.raises(DataError, match=r"meta_Toys.json.gz:2: not valid UTF-8 JSON: byte 0xe9"):
         read_events(tmp_path)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def _read_pairs(path: Path, options: ReadOptions) -> RawData:
+    """A toy format: ``user>item`` lines, one event each, in order."""
+    lines = [line.split(">") for line in path.read_text(options.encoding).splitlines() if line]
+    events = pl.DataFrame(
+        {
+            "user_id": [int(user) for user, _ in lines],
+            "item_id": [int(item) for _, item in lines],
+            "timestamp": list(range(len(lines))),
+            "line": list(range(1, len(lines) + 1)),
+        }
+    )
+    return RawData(canonical_events(events), has_time=False, name=path.stem, sources=[path])
+
+
+def test_a_registered_format_is_read_detected_and_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from evorec.cli.data_commands import app
+
+    pairs = Format("pairs", _read_pairs, lambda probe: probe.suffix == ".pairs", "a .pairs file")
+    monkeypatch.setitem(FORMATS, pairs.name, pairs)
+    path = write(tmp_path / "log.pairs", "1>10\n1>11\n2>10\n")
+    assert detect_format(path) == "pairs"
+    raw = read_events(path)
+    assert raw.events.select("user_id", "item_id").rows() == [(1, 10), (1, 11), (2, 10)]
+    assert "pairs" in str(error_of(path, "excel")) and "pairs" in formats_help()
+    with pytest.raises(ConfigError, match="apply only to the formats csv, tsv, parquet, jsonl"):
+        read_events(path, columns={"user_id": "u"})
+    listing = CliRunner().invoke(app, ["formats"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0
+    assert "pairs" in listing.output and "a .pairs file" in listing.output
+    with pytest.raises(ValueError, match="taken"):
+        register(pairs)

@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from evorec.cli.data_commands import app
-from evorec.data.readers import read_events
+from evorec.data.formats import read_events
 from evorec.data.schema import EVENT_COLUMNS
 from evorec.data.simulate import SimulatedData, simulate
 from evorec.errors import ConfigError

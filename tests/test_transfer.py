@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from evorec.config import DataConfig, RunConfig
+from evorec.data.formats import detect_format, read_events
 from evorec.data.load import from_frame, load_dataset
-from evorec.data.readers import detect_format, read_events
 from evorec.errors import EvorecError
 from evorec.models.base import Recommender
 from evorec.training.pipeline import train

@@ -10,8 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from evorec.data.formats import DEFAULT_ENCODING, check_encoding
 from evorec.data.preprocess import PreprocessConfig
-from evorec.data.readers import DEFAULT_ENCODING, check_encoding
 from evorec.errors import ConfigError
 
 

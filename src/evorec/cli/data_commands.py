@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evorec.data.download import download as download_dataset
-from evorec.data.readers import DEFAULT_ENCODING, SUPPORTED_FORMATS, read_events
+from evorec.data.formats import DEFAULT_ENCODING, FORMATS, format_names, formats_help, read_events
 from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, RawData
 from evorec.data.simulate import simulate as simulate_dataset
 
@@ -52,7 +52,9 @@ def simulate(
 @app.command()
 def info(
     data: Path = typer.Option(..., "--data", help="Dataset file or directory."),
-    format: str = typer.Option("auto", "--format", help=f"auto, {', '.join(SUPPORTED_FORMATS)}."),
+    format: str = typer.Option(
+        "auto", "--format", help=f"{formats_help()} (see evorec data formats)."
+    ),
     encoding: str = typer.Option(
         DEFAULT_ENCODING, "--encoding", help="Text encoding of the data files, e.g. latin-1."
     ),
@@ -60,6 +62,21 @@ def info(
     """Read a dataset and print its size, time span and side tables."""
     raw = read_events(data, format, encoding=encoding)
     _out.print(_summary(raw))
+
+
+@app.command("formats")
+def list_formats() -> None:
+    """List the input formats: what each detects, whether it reads a directory and takes a
+    column mapping (--format / data.format)."""
+    table = Table(title="input formats")
+    for column in ("format", "detected from", "directory", "columns"):
+        table.add_column(column)
+    for fmt in (FORMATS[name] for name in format_names()):
+        directory, columns = (
+            "yes" if flag else "" for flag in (fmt.reads_directory, fmt.takes_columns)
+        )
+        table.add_row(fmt.name, fmt.layout, directory, columns)
+    _out.print(table)
 
 
 def _summary(raw: RawData) -> Table:

@@ -67,7 +67,7 @@ def _overrides(sets: list[str] | None) -> list[str]:
 
 def _set_encoding(run_config: Any, encoding: str | None) -> None:
     """``--encoding`` over ``data.encoding``, checked like it."""
-    from evorec.data.readers import check_encoding
+    from evorec.data.formats import check_encoding
 
     if encoding is not None:
         check_encoding(encoding)
@@ -274,7 +274,7 @@ def _read_user_file(path: Path, encoding: str) -> list[str]:
 
 def _read_text(path: Path, encoding: str) -> str:
     """The text of a small file; bytes not valid in ``encoding`` name their line."""
-    from evorec.data.readers import check_encoding
+    from evorec.data.formats import check_encoding
 
     data = path.read_bytes()
     try:

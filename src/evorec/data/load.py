@@ -10,8 +10,8 @@ import polars as pl
 
 from evorec.data.dataset import Dataset
 from evorec.data.download import data_home
+from evorec.data.formats import DEFAULT_ENCODING, check_encoding, read_events
 from evorec.data.preprocess import PreprocessConfig, cache_key, preprocess
-from evorec.data.readers import DEFAULT_ENCODING, check_encoding, read_events
 from evorec.data.schema import BEHAVIOR, ITEM, TIME, USER, VALUE, RawData, canonical_events
 from evorec.errors import DataError
 
