@@ -1,4 +1,4 @@
-"""The model directory: its files, manifest, version, cut-off, lineage and links.
+"""The model directory: its files, manifest, version, cut-off, lineage, shards and links.
 
 A model directory holds ``evorec-model.json`` (the manifest), ``config.yaml`` (model
 settings), ``state.pt`` (parameters), ``dataset/`` (id mappings and histories), and beside
@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from evorec.errors import EvorecError, ModelDirError
 from evorec.io import write_atomic_dir
@@ -40,6 +42,7 @@ MANIFEST_TYPES: dict[str, tuple[type, str]] = {
     "run_config": (dict, "an object"),
     "cutoff": (dict, "an object"),
     "lineage": (list, "an array"),
+    "shards": (dict, "an object"),
 }
 
 
@@ -141,6 +144,48 @@ def recorded_cutoff(manifest: dict[str, Any]) -> Cutoff | None:
 def lineage(manifest: dict[str, Any], parent: str) -> list[str]:
     """The versions a model derived from the one of ``manifest`` descends from, oldest first."""
     return [*manifest.get("lineage", []), parent]
+
+
+SHARD_RULE = "sha256-mod"  # first 8 bytes of sha256(user id text), big-endian, mod n
+
+
+@dataclass(frozen=True)
+class Shards:
+    """How the training users of a sharded model are split: user ``u`` belongs to shard
+    ``sha256(str(u))[:8] mod n``, a rule of the id alone (users added later get theirs)."""
+
+    n: int
+    rule: str = SHARD_RULE
+
+    def of(self, user_ids: Iterable[Any]) -> np.ndarray:
+        """The shard of each user id (its text)."""
+        return np.fromiter(
+            (
+                int.from_bytes(hashlib.sha256(str(user).encode()).digest()[:8], "big") % self.n
+                for user in user_ids
+            ),
+            dtype=np.int64,
+        )
+
+    def record(self, user_ids: Iterable[Any]) -> dict[str, Any]:
+        """The manifest's ``shards`` entry: the rule and each shard's user count."""
+        counts = np.bincount(self.of(user_ids), minlength=self.n)
+        return {"n": self.n, "rule": self.rule, "users": counts.tolist()}
+
+
+def recorded_shards(manifest: dict[str, Any], where: Path) -> Shards | None:
+    """The manifest's ``shards`` entry (``where``: the manifest, for messages), or None for
+    a model trained without shards."""
+    recorded = manifest.get("shards")
+    if recorded is None:
+        return None
+    n, rule = recorded.get("n"), recorded.get("rule")
+    if rule != SHARD_RULE or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ModelDirError(
+            f"{where}: 'shards' names rule {rule!r} with n {n!r}; this evorec {__version__} "
+            f"knows rule {SHARD_RULE!r} with n >= 1"
+        )
+    return Shards(n, rule)
 
 
 def point(link: str | Path, target: str | Path) -> None:

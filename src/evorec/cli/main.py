@@ -49,6 +49,9 @@ def _register_subcommands() -> None:
 
     if not any(group.typer_instance is data_app for group in app.registered_groups):
         app.add_typer(data_app, name="data")
+    from evorec.cli.forget_commands import register as register_forget
+
+    register_forget(app)
     from evorec.cli.explain_commands import explain
 
     if not any(command.callback is explain for command in app.registered_commands):

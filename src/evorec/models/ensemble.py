@@ -3,30 +3,39 @@
 
 The interest and item vectors are the members' vectors side by side, so ``s = i · v`` is
 the sum of the members' scores and exact scoring, serving and ANN retrieval work unchanged.
+
+:class:`Sharded` is the ensemble of SISA training (Bourtoule et al., 2021): member ``k``
+learns only from the users of shard ``k`` (a hash of the user id, :class:`~evorec.modeldir.
+Shards`), so forgetting a user retrains one member and leaves the others as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+import polars as pl
 from pydantic import Field
 
-from evorec.data.dataset import Dataset
+from evorec.data.dataset import USER_IDX, Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError
+from evorec.modeldir import Shards
 from evorec.models.base import ModelConfig, Recommender, get_model_class, register
 
 
-class EnsembleConfig(ModelConfig):
+class MembersConfig(ModelConfig):
     model: str = Field("sasrec", description="the members' model")
-    members: int = Field(3, ge=1, le=32, description="members trained, seeds seed .. seed+n-1")
     settings: dict[str, Any] = Field(
         default_factory=dict, description="the members' config (their seed is set per member)"
     )
+
+
+class EnsembleConfig(MembersConfig):
+    members: int = Field(3, ge=1, le=32, description="members trained, seeds seed .. seed+n-1")
 
 
 @register
@@ -67,12 +76,33 @@ class Ensemble(Recommender):
         ensemble.fit_info = {"members": [m.fit_info for m in members]}
         return ensemble
 
-    def member(self, k: int) -> Recommender:
-        """An unfitted member ``k``: the members' model and settings, seed ``seed + k``."""
+    @property
+    def n_members(self) -> int:
+        return self.config.members
+
+    def member(self, k: int, **overrides: Any) -> Recommender:
+        """An unfitted member ``k``: the members' model and settings (with ``overrides``),
+        seed ``seed + k``."""
         member_class = get_model_class(self.config.model)
-        if member_class is Ensemble:
-            raise ConfigError("invalid ensemble config: model: an ensemble cannot hold ensembles")
-        return member_class({**self.config.settings, "seed": self.config.seed + k})
+        if issubclass(member_class, Ensemble):
+            raise ConfigError(
+                f"invalid {self.name} config: model: an ensemble cannot hold ensembles"
+            )
+        return member_class({**self.config.settings, **overrides, "seed": self.config.seed + k})
+
+    def train_member(
+        self,
+        k: int,
+        train: Dataset,
+        valid: EvalSet | None,
+        progress: bool,
+        **overrides: Any,
+    ) -> Recommender:
+        """Member ``k`` trained on ``train`` (from its own seed, as :meth:`fit` trains it)."""
+        member = self.member(k, **overrides)
+        member.seed_rngs()
+        member._fit(train, valid, progress)
+        return member
 
     def fit(
         self,
@@ -90,12 +120,9 @@ class Ensemble(Recommender):
         return self
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
-        self.members = []
-        for k in range(self.config.members):
-            member = self.member(k)
-            member.seed_rngs()
-            member._fit(train, valid, progress)
-            self.members.append(member)
+        self.members = [
+            self.train_member(k, train, valid, progress) for k in range(self.n_members)
+        ]
         self.fit_info = {"members": [m.fit_info for m in self.members]}
 
     def _fitted_members(self) -> list[Recommender]:
@@ -114,8 +141,94 @@ class Ensemble(Recommender):
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.members = []
-        for k in range(self.config.members):
+        for k in range(self.n_members):
             member = self.member(k)
             member.dataset = self.dataset
             member._load_state(state["members"][str(k)])
             self.members.append(member)
+
+
+class ShardedConfig(MembersConfig):
+    shards: int = Field(4, ge=1, le=64, description="user shards, one member each")
+
+
+@register
+class Sharded(Ensemble):
+    """SISA: the training users split into ``shards`` by a hash of their id, member ``k``
+    (seed ``seed + k``) trained on the events and validation targets of shard ``k``
+    alone; scores add up as in :class:`Ensemble`. Saved with the manifest's ``shards``
+    entry (the rule and each shard's user count)."""
+
+    name = "sharded"
+    config: ShardedConfig  # type: ignore[assignment]
+    config_class = ShardedConfig
+
+    @property
+    def n_members(self) -> int:
+        return self.config.shards
+
+    @property
+    def shards(self) -> Shards:
+        return Shards(self.config.shards)
+
+    def user_shards(self, dataset: Dataset) -> np.ndarray:
+        """The shard of each internal user of ``dataset``."""
+        return self.shards.of(dataset.user_ids.cast(pl.Utf8))
+
+    def shard_data(self, k: int, dataset: Dataset, shard: np.ndarray) -> Dataset:
+        """``dataset`` with the events of shard ``k``'s users alone (same id space)."""
+        mine = pl.Series(shard == k).gather(dataset.events[USER_IDX])
+        return dataset.with_events(dataset.events.filter(mine))
+
+    def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
+        shard = self.user_shards(train)
+        self.members = []
+        for k in range(self.n_members):
+            own = None
+            if valid is not None:
+                rows = np.flatnonzero(shard[valid.users] == k)
+                own = EvalSet(
+                    valid.users[rows],
+                    valid.histories.take(rows),
+                    valid.targets.take(rows),
+                    valid.filter_seen,
+                )
+            data = self.shard_data(k, train, shard)
+            self.members.append(self.train_member(k, data, own, progress))
+        self.fit_info = {"members": [m.fit_info for m in self.members]}
+
+    def retrained(
+        self,
+        dataset: Dataset,
+        shards: Sequence[int],
+        progress: bool = False,
+        settings: dict[int, dict[str, Any]] | None = None,
+    ) -> Sharded:
+        """A copy that recommends from ``dataset`` (this model's, some users left out) with
+        the members of ``shards`` trained afresh on it (``settings``: per member, overrides
+        of the members' settings, such as the epochs a refit chose); the other members are
+        these very objects, unchanged."""
+        fitted = self._fitted_members()
+        shard = self.user_shards(dataset)
+        members = list(fitted)
+        for k in sorted(set(shards)):
+            data = self.shard_data(k, dataset, shard)
+            members[k] = self.train_member(k, data, None, progress, **(settings or {}).get(k, {}))
+        for member in members:
+            member.dataset = dataset
+        copy = Sharded(self.config)
+        copy.members = members
+        copy.dataset = dataset
+        copy.fit_info = {"members": [m.fit_info for m in members]}
+        return copy
+
+    def save(
+        self,
+        path: str | Path,
+        extra: dict[str, Any] | None = None,
+        files: dict[str, str] | None = None,
+        keep: Iterable[str] = (),
+    ) -> Path:
+        """As every model, with the manifest's ``shards`` entry."""
+        record = self.shards.record(self._require_fitted().user_ids.cast(pl.Utf8))
+        return super().save(path, {**(extra or {}), "shards": record}, files, keep)

@@ -8,8 +8,12 @@ cursor of :meth:`EventStore.events`.
 
 Erasure: :meth:`EventStore.delete_user` deletes a user's events and records the user in
 ``erased_users`` in the same transaction, so that a model update can drop the user's events
-from the model's own files too. A user who posts again afterwards starts over: the store
-then holds only the events posted after the erasure.
+from the model's own files too. The log keeps a digest of the id (sha256 of the store's id
+and the user id), never the id: it recognises an erased user's id when a model's dataset
+holds it (:meth:`EventStore.erased_among`) without naming anyone. SQLite overwrites deleted
+rows (``secure_delete``) and empties its write-ahead log after an erasure, so the id is not
+left in the database files; PostgreSQL keeps dead rows until ``VACUUM``. A user who posts
+again afterwards starts over: the store then holds only the events posted after the erasure.
 
 Idempotency: :meth:`EventStore.add_events_once` stores a batch under a client's key in the
 same transaction as its events (``idempotency_keys``); a retry with that key stores nothing
@@ -18,6 +22,7 @@ and answers the first attempt's count.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import uuid
@@ -90,7 +95,7 @@ store_meta = Table(
 erased_table = Table(
     "erased_users",
     metadata,
-    Column("user_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),  # from schema v4: the id's erasure_digest
     Column("erased_at", BigInteger, nullable=False),  # unix milliseconds, the latest erasure
 )
 
@@ -120,9 +125,24 @@ def _idempotency_keys(conn: Connection) -> None:
     idempotency_table.create(conn)
 
 
+def erasure_digest(store_id: str, user_id: str) -> str:
+    """What the erasure log keeps of an erased user id: sha256 of the store id and the id."""
+    return hashlib.sha256(f"{store_id}\x00{user_id}".encode()).hexdigest()
+
+
+def _erasure_log_digests(conn: Connection) -> None:
+    store_id = conn.execute(select(store_meta.c.value).where(store_meta.c.key == STORE_ID))
+    salt = str(store_id.scalar_one())
+    rows = conn.execute(select(erased_table.c.user_id, erased_table.c.erased_at)).all()
+    conn.execute(delete(erased_table))
+    if rows:
+        digests = [{"user_id": erasure_digest(salt, u), "erased_at": at} for u, at in rows]
+        conn.execute(insert(erased_table), digests)
+
+
 # Ordered schema migrations: step ``n`` brings the schema from version ``n`` to ``n + 1``.
 # A new store runs them all; append steps, never edit released ones.
-MIGRATIONS = (_create_v1, _erasure_log_and_store_id, _idempotency_keys)
+MIGRATIONS = (_create_v1, _erasure_log_and_store_id, _idempotency_keys, _erasure_log_digests)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 STORE_SCHEMA = {
@@ -176,6 +196,8 @@ def _engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         # every commit is fsynced: an acknowledged write survives a crash or power loss
         cursor.execute("PRAGMA synchronous=FULL")
+        # deleted rows are overwritten, not left in free pages (erasure)
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -290,12 +312,19 @@ class EventStore:
         return dialect.insert(table).on_conflict_do_nothing()
 
     def delete_user(self, user_id: str) -> int:
-        """Erase every event of ``user_id`` and log the erasure (``erased_users``, latest
-        time kept) in the same transaction; returns how many events were deleted."""
+        """Erase every event of ``user_id`` and log the erasure (``erased_users``: the id's
+        digest, latest time kept) in the same transaction; returns how many events were
+        deleted. On SQLite the write-ahead log is then emptied into the database, whose
+        deleted rows are overwritten."""
+        digest = erasure_digest(self.store_id, user_id)
         with self._guard("write"), self._write() as conn:
             result = conn.execute(delete(events_table).where(events_table.c.user_id == user_id))
-            conn.execute(delete(erased_table).where(erased_table.c.user_id == user_id))
-            conn.execute(insert(erased_table).values(user_id=user_id, erased_at=_now_ms()))
+            conn.execute(delete(erased_table).where(erased_table.c.user_id == digest))
+            conn.execute(insert(erased_table).values(user_id=digest, erased_at=_now_ms()))
+        if self.engine.dialect.name == "sqlite":
+            # best effort: readers still holding old pages leave the log for a later one
+            with self._guard("write"), self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return result.rowcount
 
     def import_dataset(self, dataset: Dataset) -> int:
@@ -375,11 +404,25 @@ class EventStore:
             return _frame(conn.execute(query).all())
 
     def erased_users(self) -> dict[str, int]:
-        """Every erased user id with the time of its latest erasure (unix milliseconds)."""
+        """The erasure log: each erased user's :func:`erasure_digest` with the time of its
+        latest erasure (unix milliseconds)."""
         with self._guard("read"), self.engine.connect() as conn:
             return dict(
                 conn.execute(select(erased_table.c.user_id, erased_table.c.erased_at)).all()
             )
+
+    def erased_among(self, user_ids: Iterable[str]) -> list[str]:
+        """The ids of ``user_ids`` (text) that the erasure log holds, in the order given."""
+        by_digest = {erasure_digest(self.store_id, str(user)): str(user) for user in user_ids}
+        found: set[str] = set()
+        digests = list(by_digest)
+        with self._guard("read"), self.engine.connect() as conn:
+            for start in range(0, len(digests), ID_CHUNK):
+                query = select(erased_table.c.user_id).where(
+                    erased_table.c.user_id.in_(digests[start : start + ID_CHUNK])
+                )
+                found.update(by_digest[d] for d in conn.execute(query).scalars())
+        return [user for user in by_digest.values() if user in found]
 
     def has_user(self, user_id: str) -> bool:
         query = select(exists().where(events_table.c.user_id == user_id))

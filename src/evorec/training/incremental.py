@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.histories import Histories
 from evorec.data.schema import BEHAVIOR, ITEM, LINE, TIME, USER, VALUE
+from evorec.data.social import FRIENDS
 from evorec.data.split import EvalSet
 from evorec.errors import ConfigError, EvorecError, ModelDirError
 from evorec.evaluation.evaluator import evaluate
@@ -132,7 +133,8 @@ def update(
             "with evorec train"
         )
     cutoff = check_store(read_cutoff(manifest, model._require_fitted()), store, force)
-    old_data, erased = drop_erased(model._require_fitted(), store.erased_users())
+    known = model._require_fitted().user_ids.cast(pl.Utf8).to_list()
+    old_data, erased = drop_erased(model._require_fitted(), store.erased_among(known))
     fresh = new_events(store, cutoff)
     if fresh.height == 0:
         where = (
@@ -227,8 +229,8 @@ def check_store(cutoff: Cutoff, store: EventStore, force: bool) -> Cutoff:
 
 def drop_erased(dataset: Dataset, erased: Iterable[str]) -> tuple[Dataset, list[str]]:
     """``dataset`` without the users of ``erased`` (text ids): their events and id mapping
-    rows (the other users renumbered, in order) and their rows of the user table. Returns
-    it and the erased ids it held."""
+    rows (the other users renumbered, in order), their rows of the user table and their ids
+    in other users' ``friends`` lists. Returns it and the erased ids it held."""
     text_ids = dataset.user_ids.cast(pl.Utf8)
     gone = text_ids.is_in(pl.Series(list(erased), dtype=pl.Utf8).implode()).to_numpy()
     if not gone.any():
@@ -239,8 +241,16 @@ def drop_erased(dataset: Dataset, erased: Iterable[str]) -> tuple[Dataset, list[
         pl.Series(USER_IDX, renumber[events[USER_IDX].to_numpy()], dtype=pl.Int64)
     )
     users = dataset.users
+    gone_ids = text_ids.filter(gone).implode()
     if users is not None and USER in users.columns:
-        users = users.filter(~pl.col(USER).cast(pl.Utf8).is_in(text_ids.filter(gone).implode()))
+        users = users.filter(~pl.col(USER).cast(pl.Utf8).is_in(gone_ids))
+    if users is not None and USER_IDX in users.columns:
+        users = users.with_columns(
+            pl.Series(USER_IDX, renumber[users[USER_IDX].to_numpy()], dtype=pl.Int64)
+        )
+    if users is not None and FRIENDS in users.columns:
+        kept_friend = ~pl.element().cast(pl.Utf8).is_in(gone_ids)
+        users = users.with_columns(pl.col(FRIENDS).list.eval(pl.element().filter(kept_friend)))
     kept = Dataset(
         events,
         dataset.user_ids.filter(~pl.Series(gone)),
