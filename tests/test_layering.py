@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"cli", "demo"},
     {"serving", "benchmarking"},
     {"training"},
-    {"evaluation"},
+    {"evaluation", "analytics"},  # analytics reads models and datasets as evaluation does
     {"models"},
     {"features", "store", "retrieval"},
     # config.py is the run configuration: it holds the data stage's settings (reading,

@@ -57,6 +57,9 @@ def _register_subcommands() -> None:
     if not any(command.callback is explain for command in app.registered_commands):
         app.command()(explain)
 
+    from evorec.cli.inspect_commands import register as register_inspect
+
+    register_inspect(app)
 
 def _overrides(sets: list[str] | None) -> list[str]:
     """``key=value`` without a section prefix applies to the model section."""
