@@ -13,6 +13,7 @@ gives the training loop the batches and the loss.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,10 +64,21 @@ class SequentialConfig(ModelConfig):
     id_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of items trained without their id part (cold start)"
     )
-    loss: Literal["softmax", "sampled_softmax"] = Field(
-        "softmax", description="full softmax over the catalogue, or sampled with logQ correction"
+    loss: Literal["softmax", "sampled_softmax", "gbce"] = Field(
+        "softmax",
+        description="full softmax over the catalogue, sampled softmax with logQ correction, "
+        "or gBCE (generalised binary cross-entropy over sampled negatives, gSASRec)",
     )
-    n_negatives: int = Field(1024, ge=1, description="negatives per batch for sampled softmax")
+    n_negatives: int = Field(
+        1024, ge=1, description="negatives per batch for sampled softmax and gBCE"
+    )
+    gbce_t: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="gBCE calibration: 0 is plain BCE, 1 calibrates the scores to the full "
+        "catalogue's probabilities (assumes uniform negatives: negative_power 0)",
+    )
     negative_power: float = Field(
         0.75, ge=0, description="negatives drawn with probability ~ popularity ** power"
     )
@@ -80,6 +92,14 @@ class SequentialConfig(ModelConfig):
         gt=0,
         description="score by cosine similarity (unit-length i and v) divided by this "
         "temperature in training, instead of the plain dot product",
+    )
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="learning rate after warm-up: constant, or a cosine or linear decay to 0 "
+        "at the last of the epochs",
+    )
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="epochs over which the learning rate rises linearly from 0"
     )
     patience: int = Field(5, ge=1, description="epochs without validation gain before stopping")
     valid_users: int | None = Field(
@@ -358,12 +378,46 @@ class SequentialRecommender(Recommender):
         self.network.eval()
 
 
+def lr_factor(
+    progress: float,
+    epochs: int,
+    warmup_epochs: float = 0.0,
+    schedule: Literal["constant", "cosine", "linear"] = "constant",
+) -> float:
+    """Multiplier of the base learning rate ``progress`` epochs (fractional) into training
+    for ``epochs``: linear warm-up over ``warmup_epochs``, then constant, or decaying to 0
+    at ``epochs`` along a half cosine or a line."""
+    if progress < warmup_epochs:
+        return progress / warmup_epochs
+    if schedule == "constant":
+        return 1.0
+    span = epochs - warmup_epochs
+    done = min((progress - warmup_epochs) / span, 1.0) if span > 0 else 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * done)) if schedule == "cosine" else 1.0 - done
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer, config: SequentialConfig, steps: int) -> None:
+    """Set ``optimizer``'s learning rate before each of its steps by :func:`lr_factor`, with
+    ``steps`` optimizer steps an epoch. Progress is read from the optimizer's own step count,
+    so a resumed optimizer continues the schedule where it stopped."""
+
+    def before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        done = max((int(s["step"]) for s in optimizer.state.values() if "step" in s), default=0)
+        factor = lr_factor(
+            (done + 1) / steps, config.epochs, config.warmup_epochs, config.lr_schedule
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * factor
+
+    optimizer.register_step_pre_hook(before_step)
+
+
 class SequenceTask:
     """Sequence-to-sequence training for the loop: every scored position of a training
     sequence (the targets of the model's ``training_example``) is a cross-entropy over the
-    full catalogue, or a sampled softmax with logQ correction. Batches group sequences of
-    similar length and the output layer runs only at scored positions, so padding costs
-    almost nothing."""
+    full catalogue, a sampled softmax with logQ correction, or gBCE over sampled negatives.
+    Batches group sequences of similar length and the output layer runs only at scored
+    positions, so padding costs almost nothing."""
 
     def __init__(self, model: SequentialRecommender, train: Dataset) -> None:
         config = model.config
@@ -380,6 +434,9 @@ class SequenceTask:
         self.optimizer = torch.optim.AdamW(
             self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
+        if config.lr_schedule != "constant" or config.warmup_epochs > 0:
+            batches = math.ceil(self.examples / config.batch_size)
+            schedule_lr(self.optimizer, config, math.ceil(batches / config.accumulate))
         self.settings = EpochSettings(
             epochs=config.epochs,
             patience=config.patience,
@@ -422,7 +479,7 @@ class SequenceTask:
         return total, int(heads[0][1].sum())
 
     def output_loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of interest vectors ``hidden`` for the items ``target``."""
+        """The loss (``config.loss``) of interest vectors ``hidden`` for the items ``target``."""
         hidden, weight = self.model.scoring_space(hidden, self.network.item_weights())
         if self.config.loss == "softmax":
             return F.cross_entropy(hidden @ weight.T, target)
@@ -432,13 +489,27 @@ class SequenceTask:
             replacement=True,
             generator=self.generator,
         ).to(self.device)
+        positive = (hidden * weight[target]).sum(-1, keepdim=True)
+        negative = hidden @ weight[negatives].T
+        collision = negatives[None, :] == target[:, None]
+        if self.config.loss == "gbce":
+            return self.gbce(positive, negative.masked_fill(collision, -torch.inf))
         log_q = torch.log(self.negative_probs.to(self.device) * self.config.n_negatives)
-        positive = (hidden * weight[target]).sum(-1, keepdim=True) - log_q[target, None]
-        negative = hidden @ weight[negatives].T - log_q[negatives][None, :]
-        negative = negative.masked_fill(negatives[None, :] == target[:, None], -torch.inf)
+        positive = positive - log_q[target, None]
+        negative = (negative - log_q[negatives][None, :]).masked_fill(collision, -torch.inf)
         logits = torch.cat([positive, negative], dim=1)
         zeros = torch.zeros(len(target), dtype=torch.long, device=self.device)
         return F.cross_entropy(logits, zeros)
+
+    def gbce(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        """gBCE (Petrov & Macdonald, RecSys 2023) of positive scores ``[n, 1]`` and negative
+        scores ``[n, k]`` (-inf: not a negative): ``-beta log sigmoid(s+) - sum log(1 -
+        sigmoid(s-))``, ``beta = alpha (t (1 - 1/alpha) + 1/alpha)`` for the sampling rate
+        ``alpha = k / (n_items - 1)``, averaged over the positions."""
+        alpha = self.config.n_negatives / max(len(self.negative_probs) - 1, 1)
+        beta = alpha * (self.config.gbce_t * (1 - 1 / alpha) + 1 / alpha)
+        positive_loss = beta * F.softplus(-positive.squeeze(1))
+        return (positive_loss + F.softplus(negative).sum(1)).mean()
 
     def rng_state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}

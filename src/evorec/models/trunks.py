@@ -29,31 +29,82 @@ class AttentionConfig(SequentialConfig):
         description="position embeddings counted from the first event, or back from the "
         "last one (the latest event always at position 0)",
     )
+    norm: Literal["layer", "rms"] = Field(
+        "layer", description="normalisation of the blocks and the output: LayerNorm or RMSNorm"
+    )
+    ffn: Literal["gelu", "swiglu"] = Field(
+        "gelu", description="feed-forward of each block: a GELU MLP, or SwiGLU"
+    )
+    gated: bool = Field(
+        False,
+        description="scale each block's attention and feed-forward output by a sigmoid gate "
+        "of its normed input (with norm rms and ffn swiglu: the LiGR block of eSASRec)",
+    )
+
+
+def norm_layer(kind: Literal["layer", "rms"], dim: int) -> nn.Module:
+    return nn.RMSNorm(dim) if kind == "rms" else nn.LayerNorm(dim)
+
+
+class SwiGLU(nn.Module):
+    """``W_out(SiLU(W_a x) * W_b x)`` (Shazeer 2020), ``W_a`` and ``W_b`` in one matrix."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.inner = nn.Linear(dim, 2 * hidden)
+        self.drop = nn.Dropout(dropout)
+        self.outer = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.inner(x).chunk(2, dim=-1)
+        return self.outer(self.drop(F.silu(a) * b))
 
 
 class SelfAttentionBlock(nn.Module):
     """Pre-norm Transformer block; attention through ``scaled_dot_product_attention``,
-    causal unless an ``attn_mask`` (boolean, or float added to the scores) is given."""
+    causal unless an ``attn_mask`` (boolean, or float added to the scores) is given. With
+    ``gated`` each branch's output is multiplied by ``sigmoid(W_g · normed input)``."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        norm: Literal["layer", "rms"] = "layer",
+        ffn: Literal["gelu", "swiglu"] = "gelu",
+        gated: bool = False,
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.dropout = dropout
-        self.attn_norm = nn.LayerNorm(dim)
+        self.attn_norm = norm_layer(norm, dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        self.ffn_norm = norm_layer(norm, dim)
+        self.ffn = (
+            SwiGLU(dim, ffn_dim, dropout)
+            if ffn == "swiglu"
+            else nn.Sequential(
+                nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+            )
         )
+        self.gates = nn.ModuleList(nn.Linear(dim, dim) for _ in range(2)) if gated else None
         self.drop = nn.Dropout(dropout)
+
+    def gate(self, branch: int, normed: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """``output`` of branch 0 (attention) or 1 (feed-forward), gated when the block is."""
+        if self.gates is None:
+            return output
+        return torch.sigmoid(self.gates[branch](normed)) * output
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, dim = x.shape
+        normed = self.attn_norm(x)
         q, k, v = (
-            self.qkv(self.attn_norm(x))
+            self.qkv(normed)
             .view(batch, length, 3, self.heads, dim // self.heads)
             .permute(2, 0, 3, 1, 4)
         )
@@ -68,8 +119,10 @@ class SelfAttentionBlock(nn.Module):
             is_causal=attn_mask is None,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, length, dim)))
-        return x + self.drop(self.ffn(self.ffn_norm(x)))
+        attended = self.out(attended.transpose(1, 2).reshape(batch, length, dim))
+        x = x + self.drop(self.gate(0, normed, attended))
+        normed = self.ffn_norm(x)
+        return x + self.drop(self.gate(1, normed, self.ffn(normed)))
 
 
 class AttentionNetwork(SequenceNetwork):
@@ -85,11 +138,17 @@ class AttentionNetwork(SequenceNetwork):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             SelfAttentionBlock(
-                config.dim, config.heads, config.dim * config.ffn_multiplier, config.dropout
+                config.dim,
+                config.heads,
+                config.dim * config.ffn_multiplier,
+                config.dropout,
+                config.norm,
+                config.ffn,
+                config.gated,
             )
             for _ in range(config.layers)
         )
-        self.norm = nn.LayerNorm(config.dim)
+        self.norm = norm_layer(config.norm, config.dim)
         nn.init.normal_(self.item_embedding.weight, std=1.0 / self.scale)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
