@@ -21,8 +21,8 @@ from typing import Any
 
 from evorec.config import apply_override
 from evorec.data.load import load_dataset
-from evorec.data.split import EvalSet, leave_one_out
-from evorec.evaluation.cold import cold_item_split, evaluate_cold
+from evorec.data.split import EvalSet, cold_item_split, leave_one_out
+from evorec.evaluation.cold import evaluate_cold
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import MostPopular, SASRec
 

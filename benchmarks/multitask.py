@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from evorec.data.load import load_dataset
+from evorec.data.split import next_purchase_split
 from evorec.evaluation.evaluator import evaluate
-from evorec.evaluation.purchase import next_purchase_split
 from evorec.models import MostPopular, MultiTask, SASRec
 
 DATA = "../shared/datasets/taobao-behavior-sample/UserBehavior_head84k.csv"

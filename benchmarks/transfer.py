@@ -33,10 +33,10 @@ import polars as pl
 
 from evorec.config import DataConfig, RunConfig, apply_override
 from evorec.data.dataset import USER_IDX, Dataset
-from evorec.data.split import Split
+from evorec.data.split import Split, make_split
 from evorec.evaluation.evaluator import evaluate
 from evorec.models.base import Recommender
-from evorec.training.pipeline import load_data, make_split
+from evorec.training.pipeline import load_data
 from evorec.training.pipeline import train as run_train
 from evorec.training.transfer import finetune, pretrain
 

@@ -14,9 +14,9 @@ import evorec
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.load import from_frame, load_dataset
-from evorec.data.split import EvalSet
+from evorec.data.split import EvalSet, cold_item_split
 from evorec.errors import ConfigError
-from evorec.evaluation.cold import cold_item_split, evaluate_cold
+from evorec.evaluation.cold import evaluate_cold
 from evorec.evaluation.evaluator import target_ranks
 from evorec.features import (
     ItemEncoder,

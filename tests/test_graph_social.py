@@ -14,10 +14,9 @@ from evorec.data.formats import read_events
 from evorec.data.histories import Histories
 from evorec.data.load import from_frame, load_dataset
 from evorec.data.social import social_edges, without_social
-from evorec.data.split import leave_one_out
+from evorec.data.split import leave_one_out, next_purchase_split
 from evorec.errors import DataError
 from evorec.evaluation.evaluator import evaluate
-from evorec.evaluation.purchase import next_purchase_split
 from evorec.models import LightGCN, MostPopular, MultiTask, SocialSASRec
 from evorec.models.graph import bipartite_adjacency, row_normalized
 

@@ -1,16 +1,35 @@
-"""Leave-one-out and temporal splits against per-user brute-force references."""
+"""Leave-one-out and temporal splits against per-user brute-force references; every protocol
+through its ``data.split.method`` name, next-purchase through ``evorec train``."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import Result
+from pydantic import ValidationError
 
+from evorec.config import SplitConfig
 from evorec.data.dataset import Dataset
+from evorec.data.load import load_dataset
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.schema import RawData, canonical_events
-from evorec.data.split import EvalSet, leave_one_out, temporal_split
+from evorec.data.split import (
+    EvalSet,
+    cold_item_split,
+    leave_one_out,
+    make_split,
+    next_purchase_split,
+    split_methods,
+    temporal_split,
+)
 from evorec.errors import DataError
+from evorec.evaluation.evaluator import evaluate
+from evorec.models import MostPopular
 
 LOOSE = PreprocessConfig(min_user_events=1, min_item_events=1, drop_duplicates=False)
 
@@ -194,3 +213,57 @@ def test_seen_items_are_filtered_unless_users_repeat_items(items, repeats):
     assert loo.protocol["filter_seen"] is (not repeats)
     assert temporal.test.filter_seen is temporal.valid.filter_seen is (not repeats)
     assert loo.test.subset(np.array([0])).filter_seen is (not repeats)
+
+
+# --------------------------------------------------------------------------- the protocol registry
+
+
+def test_every_protocol_is_reached_by_its_method_name() -> None:
+    assert split_methods() == ["cold-items", "leave-one-out", "next-purchase", "temporal"]
+    ds = make_dataset(3, n_users=40)
+    by_config = make_split(ds, SplitConfig())
+    direct = leave_one_out(ds)
+    assert by_config.protocol == direct.protocol
+    assert rows_of(by_config.test) == rows_of(direct.test)
+    temporal = make_split(ds, SplitConfig(method="temporal", test_quantile=0.9, valid_quantile=0.6))
+    assert temporal.protocol == temporal_split(ds, valid_quantile=0.6).protocol
+    cold = make_split(ds, SplitConfig(method="cold-items", cold_fraction=0.3, cold_seed=1))
+    assert rows_of(cold.test) == rows_of(cold_item_split(ds, 0.3, 1).test)
+    with pytest.raises(ValidationError, match="next-purchase"):
+        SplitConfig(method="random")
+    with pytest.raises(DataError, match="no 'buy' events"):
+        make_split(ds, SplitConfig(method="next-purchase"))
+
+
+def _shop_log(path: Path) -> Path:
+    """Views and purchases of 30 users over 12 items, one event a second."""
+    rng = np.random.default_rng(0)
+    rows = ["user,item,behavior,timestamp"]
+    for user in range(30):
+        for step in range(int(rng.integers(4, 9))):
+            item = int(rng.integers(0, 12))
+            behavior = "buy" if step % 3 == 2 else "pv"
+            rows.append(f"u{user},i{item},{behavior},{1000 * user + step}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_next_purchase_trains_and_evaluates_through_evorec_train(
+    tmp_path: Path, run: Callable[..., Result]
+) -> None:
+    log, out = _shop_log(tmp_path / "shop.csv"), tmp_path / "model"
+    sets = ["data.split.method=next-purchase", "data.preprocess.min_user_events=1"]
+    sets += ["data.preprocess.min_item_events=1", "evaluation.filter_seen=false"]
+    args = ["train", "--data", log, "--model", "popular", "--out", out, "--no-refit"]
+    result = run(*args, *(f"--set={s}" for s in sets))
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "evorec-model.json").read_text())
+    assert manifest["protocol"]["split"] == "next purchase"
+    preprocess_config = PreprocessConfig(min_user_events=1, min_item_events=1)
+    split = next_purchase_split(load_dataset(log, preprocess_config=preprocess_config))
+    assert manifest["test"]["users"] == len(split.test) > 0
+    expected = evaluate(MostPopular().fit(split), split.test, filter_seen=False)
+    assert manifest["test"]["HR@10"] == pytest.approx(expected.metrics["HR@10"])
+    again = run("evaluate", "--model-dir", out, "--json", tmp_path / "again.json")
+    assert again.code == 0, again.err
+    assert json.loads((tmp_path / "again.json").read_text()) == manifest["test"]

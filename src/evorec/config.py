@@ -12,22 +12,34 @@ from pydantic_core import PydanticCustomError
 
 from evorec.data.formats import DEFAULT_ENCODING, check_encoding
 from evorec.data.preprocess import PreprocessConfig
+from evorec.data.split import PROTOCOLS, split_methods
 from evorec.errors import ConfigError
 
 
 class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["leave-one-out", "temporal", "cold-items"] = Field(
+    method: str = Field(
         "leave-one-out",
-        description="cold-items: a share of the items held out of training entirely, the "
-        "test asks for them (evorec.evaluation.cold)",
+        description="the split protocol (evorec.data.split): leave-one-out, temporal, "
+        "cold-items (a share of the items held out of training entirely, the test asks for "
+        "them) or next-purchase (the last two purchases are the test and validation targets)",
     )
     test_time: int | None = Field(None, description="temporal: unix time of the test cut")
     test_quantile: float = Field(0.9, gt=0, lt=1)
     valid_quantile: float = Field(0.8, gt=0, lt=1)
     cold_fraction: float = Field(0.1, gt=0, lt=1, description="cold-items: share of items")
     cold_seed: int = Field(0, description="cold-items: seed of the held-out items")
+    behavior: str = Field("buy", description="next-purchase: the behaviour of the targets")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method not in PROTOCOLS:
+            raise PydanticCustomError(
+                "split_method", f"use one of {', '.join(split_methods())}, not {method!r}"
+            )
+        return method
 
 
 class DataConfig(BaseModel):

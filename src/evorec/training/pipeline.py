@@ -12,12 +12,11 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from evorec.config import DataConfig, EvaluationConfig, RunConfig, SplitConfig
+from evorec.config import DataConfig, EvaluationConfig, RunConfig
 from evorec.data.dataset import Dataset
 from evorec.data.load import load_dataset
-from evorec.data.split import Split, leave_one_out, temporal_split
+from evorec.data.split import Split, make_split
 from evorec.errors import ConfigError, ModelDirError, first_validation_error
-from evorec.evaluation.cold import cold_item_split
 from evorec.evaluation.evaluator import EvalResult, evaluate
 from evorec.modeldir import CHECKPOINT
 from evorec.models import get_model_class
@@ -45,32 +44,6 @@ def load_data(config: DataConfig) -> Dataset:
         on_bad_rows=config.on_bad_rows,
         encoding=config.encoding,
     )
-
-
-def make_split(dataset: Dataset, config: SplitConfig) -> Split:
-    if config.method == "temporal":
-        if not dataset.has_time:
-            raise ConfigError(
-                f"temporal split needs timestamps; {dataset.name} only gives event order"
-            )
-        return temporal_split(
-            dataset,
-            test_time=config.test_time,
-            test_quantile=config.test_quantile,
-            valid_quantile=config.valid_quantile,
-        )
-    if config.method == "cold-items":
-        cold = cold_item_split(dataset, fraction=config.cold_fraction, seed=config.cold_seed)
-        warm = cold.split
-        protocol = {
-            "split": "cold-items",
-            "cold_fraction": config.cold_fraction,
-            "cold_items": len(cold.cold_items),
-            "cold_users": len(cold.test),
-            "filter_seen": cold.test.filter_seen,
-        }
-        return Split(warm.full, warm.train, warm.valid, cold.test, protocol)
-    return leave_one_out(dataset)
 
 
 def build_model(config: RunConfig) -> Recommender:

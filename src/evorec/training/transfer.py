@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from evorec.config import RunConfig
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.schema import ITEM, USER
-from evorec.data.split import EvalSet
+from evorec.data.split import EvalSet, make_split
 from evorec.errors import ConfigError, EvorecError
 from evorec.evaluation.evaluator import evaluate
 from evorec.features.items import text_column
@@ -35,7 +35,6 @@ from evorec.training.pipeline import (
     TrainResult,
     build_model,
     load_data,
-    make_split,
     refit_entry,
     refit_settings,
     save_trained,

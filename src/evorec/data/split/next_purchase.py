@@ -8,12 +8,18 @@ when they buy nothing), so neither target nor anything after it is trained on.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import polars as pl
 
 from evorec.data.dataset import Dataset
-from evorec.data.split import EvalSet, Split
+from evorec.data.split.base import EvalSet, Split
+from evorec.data.split.registry import register_protocol
 from evorec.errors import DataError
+
+if TYPE_CHECKING:
+    from evorec.config import SplitConfig
 
 
 def next_purchase_split(dataset: Dataset, behavior: str = "buy") -> Split:
@@ -59,3 +65,8 @@ def next_purchase_split(dataset: Dataset, behavior: str = "buy") -> Split:
         "eval_users": int(len(test)),
     }
     return Split(dataset, train, valid, test, protocol)
+
+
+@register_protocol("next-purchase")
+def _from_config(dataset: Dataset, config: SplitConfig) -> Split:
+    return next_purchase_split(dataset, config.behavior)
