@@ -1,0 +1,106 @@
+"""The accuracy levers of SASRec on Beauty side by side, chosen by validation.
+
+Each configuration is one `evorec bench` run (its results file is named in LEVERS; the
+commands are in docs/benchmarks.md, "Accuracy levers"). This script gathers them with the
+default configuration's three-seed run (`s3rec-beauty-seeds.json`), compares every
+configuration's validation NDCG@10 with the default's seed-0 run, marks the one validation
+chooses, and calls a gap within the default's seed spread (std of validation NDCG@10) a tie.
+Test metrics are reported, never used to choose.
+
+    python benchmarks/levers.py --out benchmarks/results/levers-beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from evorec.io import write_atomic_text
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT = "s3rec-beauty-seeds.json"
+# name -> (results file, what differs from the default configuration)
+LEVERS = {
+    "ligr": (
+        "levers-beauty-ligr.json",
+        "LiGR blocks: norm=rms ffn=swiglu gated=true",
+    ),
+}
+METRICS = ("NDCG@10", "HR@10")
+
+
+def sasrec_entry(file: Path) -> dict[str, Any]:
+    """The SASRec entry of an `evorec bench` results file (its only dataset)."""
+    data = json.loads(file.read_text())
+    (dataset,) = data["datasets"]
+    return dataset["models"]["sasrec"]
+
+
+def row(name: str, file: str, change: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "change": change,
+        "results_file": f"benchmarks/results/{file}",
+        "seed": entry.get("seed", entry["config"]["seed"]),
+        "valid_NDCG@10": entry["best_valid_ndcg10"],
+        **{f"test_{m}": entry[m] for m in METRICS},
+        "best_epoch": entry["best_epoch"],
+        "epochs": entry["epochs"],
+        "train_seconds": entry["train_seconds"],
+    }
+
+
+def summarise(results: Path) -> dict[str, Any]:
+    default = sasrec_entry(results / DEFAULT)
+    seed0 = next(run for run in default["runs"] if run["seed"] == 0)
+    spread = default["std"]["best_valid_ndcg10"]
+    rows = [row("default", DEFAULT, "the default configuration (seed 0 run)", seed0)]
+    for name, (file, change) in LEVERS.items():
+        if (results / file).exists():
+            rows.append(row(name, file, change, sasrec_entry(results / file)))
+    chosen = max(rows, key=lambda r: r["valid_NDCG@10"])
+    for r in rows:
+        gap = r["valid_NDCG@10"] - seed0["best_valid_ndcg10"]
+        r["valid_gap_to_default"] = gap
+        r["verdict"] = (
+            "default"
+            if r["name"] == "default"
+            else "tie"
+            if abs(gap) <= spread
+            else "better"
+            if gap > 0
+            else "worse"
+        )
+        r["chosen_by_validation"] = r is chosen
+    return {
+        "dataset": "Beauty (S3-Rec files), leave-one-out, full ranking, seen items filtered",
+        "selection": "validation NDCG@10 (5,000 sampled validation users) only",
+        "tie_rule": "a validation gap to the default within the default's seed std is a tie",
+        "default_valid_seed_std": spread,
+        "default_three_seeds": {
+            "valid_NDCG@10": [default["best_valid_ndcg10"], spread],
+            **{f"test_{m}": [default[m], default["std"][m]] for m in METRICS},
+        },
+        "configurations": rows,
+        "chosen": chosen["name"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    summary = summarise(RESULTS)
+    write_atomic_text(args.out, json.dumps(summary, indent=2) + "\n")
+    for r in summary["configurations"]:
+        mark = " <- chosen by validation" if r["chosen_by_validation"] else ""
+        print(
+            f"{r['name']:<10} val {r['valid_NDCG@10']:.4f}  test NDCG@10 {r['test_NDCG@10']:.4f}"
+            f"  HR@10 {r['test_HR@10']:.4f}  {r['verdict']}{mark}"
+        )
+
+
+if __name__ == "__main__":
+    main()
