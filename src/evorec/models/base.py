@@ -25,7 +25,7 @@ from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError, DataError, EvorecError, ModelDirError
 from evorec.modeldir import CONFIG, DATASET, MANIFEST, STATE, read_manifest, write_model_dir
-from evorec.retrieval.ranking import exclude_seen
+from evorec.retrieval.ranking import Fallback, Ranking, rank
 
 if TYPE_CHECKING:
     from evorec.models.explain import Explanation
@@ -223,21 +223,9 @@ class Recommender(ABC):
         if items is not None:
             allowed = np.zeros(dataset.n_items, dtype=bool)
             allowed[dataset.encode_items(items)] = True
-        if index is not None:
-            top_scores, top_items = self._retrieve(index, hist, k, filter_seen, allowed)
-        else:
-            with torch.inference_mode():
-                scores = self.score(hist).float()
-                empty = torch.from_numpy(hist.lengths == 0)
-                if empty.any():
-                    popularity = torch.from_numpy(dataset.item_popularity.astype(np.float32))
-                    scores[empty] = popularity
-                if allowed is not None:
-                    scores[:, torch.from_numpy(~allowed)] = -torch.inf
-                if filter_seen:
-                    exclude_seen(scores, hist)
-                top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-            top_scores, top_items = top.values.numpy(), top.indices.numpy()
+        seen = hist if filter_seen else None
+        ranking = self.rank(hist, k, exclude=seen, allowed=allowed, index=index)
+        top_scores, top_items = ranking.scores, ranking.items
         keep = np.isfinite(top_scores)
         counts = keep.sum(1)
         return pl.DataFrame(
@@ -268,36 +256,42 @@ class Recommender(ABC):
 
         return explain(self, user, history=history, timestamps=timestamps, item=item, top=top)
 
-    def _retrieve(
+    def rank(
         self,
-        index: ItemIndex,
-        hist: Histories,
+        histories: Histories,
         k: int,
-        filter_seen: bool,
-        allowed: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` scores and items through ``index``; empty histories by popularity."""
-        from evorec.retrieval import exact_search  # faiss loads only when an index is used
-
+        *,
+        exclude: Histories | Sequence[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+        index: ItemIndex | None = None,
+    ) -> Ranking:
+        """Top-``k`` item indices for each history (:func:`evorec.retrieval.ranking.rank`):
+        ``i`` searched in ``index`` or, without one, :meth:`score` of every item; a history
+        with no event gets the most popular items through the same filters. ``exclude[r]``
+        lists items never returned for row ``r``, ``allowed`` masks the candidates."""
         dataset = self._require_fitted()
-        if index.n_items != dataset.n_items:
+        if index is not None and index.n_items != dataset.n_items:
             raise EvorecError(
                 f"the index holds {index.n_items} items, the {self.name} model {dataset.n_items}"
             )
-        scores = np.full((len(hist), k), -np.inf, dtype=np.float32)
-        items = np.full((len(hist), k), -1, dtype=np.int64)
-        empty = hist.lengths == 0
-        rows = np.flatnonzero(~empty)
-        if len(rows):
+        usable = histories.lengths > 0
+        ranked = histories if usable.all() else histories.take(np.flatnonzero(usable))
+        queries = scores = None
+        if len(ranked):
             with torch.inference_mode():
-                queries = self.encode(hist.take(rows))
-            exclude = [hist[r] for r in rows] if filter_seen else None
-            scores[rows], items[rows] = index.search(queries, k, exclude, allowed)
-        if empty.any():
-            popularity = dataset.item_popularity.astype(np.float32)[:, None]
-            ones = np.ones((int(empty.sum()), 1), dtype=np.float32)
-            scores[empty], items[empty] = exact_search(popularity, ones, k, None, allowed)
-        return scores, items
+                if index is None:
+                    scores = self.score(ranked).float()
+                else:
+                    queries = self.encode(ranked)
+        return rank(
+            k,
+            queries=queries,
+            items=index,
+            scores=scores,
+            exclude=exclude,
+            allowed=allowed,
+            fallback=Fallback(~usable, dataset.item_popularity),
+        )
 
     def _require_fitted(self) -> Dataset:
         if self.dataset is None:

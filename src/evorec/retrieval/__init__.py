@@ -1,7 +1,9 @@
 """Retrieval: the top-K items for interest vectors, exact or with an ANN index (faiss).
 
-The names load on first use, so that importing :mod:`evorec.retrieval.ranking` (as every
-model does) does not load faiss."""
+:func:`rank` (in :mod:`evorec.retrieval.ranking`) is the one ranking path, with every filter;
+the indexes of :mod:`evorec.retrieval.index` are what it searches. The names load on first
+use, so that importing :mod:`evorec.retrieval.ranking` (as every model does) does not load
+faiss."""
 
 from __future__ import annotations
 
@@ -16,20 +18,23 @@ if TYPE_CHECKING:
         ItemIndex,
         IVFIndex,
         build_index,
-        exact_search,
         load_index,
         load_or_build_index,
     )
+    from evorec.retrieval.ranking import Fallback, Ranking, exact_search, rank
 
 _HOMES = {
     "RetrievalConfig": "config",
     "retrieval_config": "config",
+    "Fallback": "ranking",
+    "Ranking": "ranking",
+    "rank": "ranking",
     "ExactIndex": "index",
     "HNSWIndex": "index",
     "IVFIndex": "index",
     "ItemIndex": "index",
     "build_index": "index",
-    "exact_search": "index",
+    "exact_search": "ranking",
     "load_index": "index",
     "load_or_build_index": "index",
 }
@@ -43,13 +48,16 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ExactIndex",
+    "Fallback",
     "HNSWIndex",
     "IVFIndex",
     "ItemIndex",
+    "Ranking",
     "RetrievalConfig",
     "build_index",
     "exact_search",
     "load_index",
     "load_or_build_index",
+    "rank",
     "retrieval_config",
 ]

@@ -13,24 +13,29 @@ import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-import torch
 
-from evorec.errors import EvorecError, ModelDirError, UnknownIdError
+from evorec.errors import EvorecError, ModelDirError
 from evorec.io import write_atomic
 from evorec.retrieval.config import IndexKind, RetrievalConfig, retrieval_config
+from evorec.retrieval.ranking import (
+    Exclusions,
+    Result,
+    as_allowed,
+    as_exclude,
+    as_matrix,
+    check_k,
+    exact_search,
+    pairs,
+)
 
 log = logging.getLogger(__name__)
 
-SCORE_BUDGET = 2**25  # exact scores held at once (floats): bounds memory
 INDEX_FILE_PREFIX = "item-index-"
-
-Result = tuple[np.ndarray, np.ndarray]
 
 
 class ItemIndex(ABC):
@@ -55,7 +60,7 @@ class ItemIndex(ABC):
         self,
         queries: np.ndarray,
         k: int,
-        exclude: Sequence[np.ndarray] | None = None,
+        exclude: Exclusions | None = None,
         allowed: np.ndarray | None = None,
     ) -> Result:
         """Top-``k`` items for each query row: ``(scores [n, k], items [n, k])``.
@@ -63,18 +68,10 @@ class ItemIndex(ABC):
         ``exclude[r]`` lists item indices never returned for query ``r`` (e.g. its history);
         ``allowed`` is a boolean mask over all items that every result must satisfy.
         """
-        queries = _as_matrix(queries, "queries", self.dim)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise EvorecError(f"k must be a positive integer, got {k!r}")
-        excluded = None if exclude is None else _as_exclude(exclude, len(queries), self.n_items)
-        if allowed is not None:
-            allowed = np.asarray(allowed)
-            if allowed.dtype != np.bool_ or allowed.shape != (self.n_items,):
-                raise EvorecError(
-                    f"allowed must be a boolean mask of shape ({self.n_items},), "
-                    f"got {allowed.dtype} {allowed.shape}"
-                )
-        return self._search(queries, int(k), excluded, allowed)
+        queries = as_matrix(queries, "queries", self.dim)
+        k = check_k(k)
+        excluded = None if exclude is None else as_exclude(exclude, len(queries), self.n_items)
+        return self._search(queries, k, excluded, as_allowed(allowed, self.n_items))
 
     @abstractmethod
     def _search(
@@ -218,55 +215,12 @@ class IVFIndex(ANNIndex):
         return params
 
 
-def exact_search(
-    vectors: np.ndarray,
-    queries: np.ndarray,
-    k: int,
-    exclude: list[np.ndarray] | None,
-    allowed: np.ndarray | None,
-) -> Result:
-    """Exact top-``k`` by inner product over the allowed items; a sparse allow-list is
-    scored on its own rows, a dense one by masking."""
-    n_queries = len(queries)
-    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
-    items = np.full((n_queries, k), -1, dtype=np.int64)
-    subset = None
-    if allowed is not None and 2 * int(allowed.sum()) < len(vectors):
-        subset = np.flatnonzero(allowed)
-    candidates = torch.from_numpy(vectors if subset is None else vectors[subset])
-    blocked = None if allowed is None or subset is not None else torch.from_numpy(~allowed)
-    width = min(k, len(candidates))
-    if width == 0 or n_queries == 0:
-        return scores, items
-    chunk = max(1, SCORE_BUDGET // len(candidates))
-    with torch.inference_mode():
-        for start in range(0, n_queries, chunk):
-            stop = min(start + chunk, n_queries)
-            block = torch.from_numpy(queries[start:stop]) @ candidates.T
-            if blocked is not None:
-                block.masked_fill_(blocked, -torch.inf)
-            if exclude is not None:
-                rows, cols = _pairs(exclude[start:stop])
-                if subset is not None:
-                    pos = np.minimum(np.searchsorted(subset, cols), len(subset) - 1)
-                    hit = subset[pos] == cols
-                    rows, cols = rows[hit], pos[hit]
-                block[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
-            top = torch.topk(block, width, dim=1)
-            top_scores, top_items = top.values.numpy(), top.indices.numpy()
-            if subset is not None:
-                top_items = subset[top_items]
-            scores[start:stop, :width] = top_scores
-            items[start:stop, :width] = np.where(np.isfinite(top_scores), top_items, -1)
-    return scores, items
-
-
 def build_index(
     item_vectors: np.ndarray, config: RetrievalConfig | dict[str, Any] | None = None
 ) -> ItemIndex:
     """An index over ``item_vectors`` (``[n_items, dim]``) of the configured kind."""
     config = retrieval_config(config)
-    vectors = _as_matrix(item_vectors, "item vectors")
+    vectors = as_matrix(item_vectors, "item vectors")
     n_items, dim = vectors.shape
     if n_items == 0:
         raise EvorecError("item vectors: no items to index")
@@ -336,7 +290,7 @@ def load_or_build_index(
     The file name holds a digest of the vectors and build settings, so an index of other
     vectors or settings is never reused; it is replaced."""
     config = retrieval_config(config)
-    vectors = _as_matrix(item_vectors, "item vectors")
+    vectors = as_matrix(item_vectors, "item vectors")
     kind = config.resolved_kind(len(vectors))
     if kind == "exact":
         return build_index(vectors, config)
@@ -374,53 +328,9 @@ def _faiss_message(exc: BaseException) -> str:
     return last.split(" Error: ", 1)[-1].strip()
 
 
-def _as_matrix(values: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:
-    """``values`` as a C-contiguous finite float32 matrix (of ``dim`` columns)."""
-    matrix = np.asarray(values)
-    if matrix.ndim != 2 or (dim is not None and matrix.shape[1] != dim):
-        want = f"[n, {dim}]" if dim is not None else "[n, dim]"
-        raise EvorecError(f"{what} must be a {want} matrix, got shape {matrix.shape}")
-    if not np.issubdtype(matrix.dtype, np.number):
-        raise EvorecError(f"{what} must be numeric, got {matrix.dtype}")
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    bad = ~np.isfinite(matrix).all(1)
-    if bad.any():
-        raise EvorecError(f"{what}: row {int(np.flatnonzero(bad)[0])} is not finite")
-    return matrix
-
-
-def _as_exclude(exclude: Sequence[np.ndarray], n_queries: int, n_items: int) -> list[np.ndarray]:
-    """One sorted, unique int64 array of item indices per query."""
-    if len(exclude) != n_queries:
-        raise EvorecError(f"exclude has {len(exclude)} rows for {n_queries} queries")
-    arrays = [np.asarray(values).ravel() for values in exclude]
-    for r, row in enumerate(arrays):
-        if row.size and row.dtype.kind not in "iu":
-            raise EvorecError(f"exclude[{r}]: item indices must be integers, got {row.dtype}")
-    lengths = np.fromiter((len(row) for row in arrays), dtype=np.int64, count=n_queries)
-    flat = np.concatenate(arrays).astype(np.int64) if n_queries else np.zeros(0, np.int64)
-    bad = (flat < 0) | (flat >= n_items)
-    if bad.any():
-        at = int(np.argmax(bad))
-        r = int(np.searchsorted(np.cumsum(lengths), at, side="right"))
-        raise UnknownIdError(f"exclude[{r}]: item index {flat[at]} is outside 0..{n_items - 1}")
-    # sorted unique (row, item) keys: one vectorised pass instead of a sort per row
-    keys = np.unique(np.repeat(np.arange(n_queries), lengths) * n_items + flat)
-    counts = np.bincount(keys // n_items, minlength=n_queries)
-    return np.split(keys % n_items, np.cumsum(counts)[:-1])
-
-
-def _pairs(exclude: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(row, item) pairs of per-row item lists, as two flat arrays."""
-    lengths = [len(e) for e in exclude]
-    rows = np.repeat(np.arange(len(exclude)), lengths)
-    items = np.concatenate(exclude) if exclude else np.zeros(0, np.int64)
-    return rows, items.astype(np.int64)
-
-
 def _excluded(found: np.ndarray, exclude: list[np.ndarray], n_items: int) -> np.ndarray:
     """Which entries of ``found`` (``[n, fetch]`` item indices) row ``r`` excludes."""
-    rows, items = _pairs(exclude)
+    rows, items = pairs(exclude)
     keys = np.arange(len(found))[:, None] * (n_items + 1) + found
     return np.isin(keys, rows * (n_items + 1) + items)
 

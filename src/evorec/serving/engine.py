@@ -1,8 +1,9 @@
 """A loaded model ready to serve: stored events in, top-K original item ids out.
 
 Scoring is ``s = i · v`` through the retrieval index of the item vectors
-(``evorec.retrieval``: exact for small catalogues, ANN above); users with no event the
-model knows get the most popular items through the same filters.
+(``evorec.retrieval``: exact for small catalogues, ANN above), ranked by the model's
+``rank`` (``evorec.retrieval.ranking.rank``); users with no event the model knows get the
+most popular items through the same filters.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from evorec.data.schema import BEHAVIOR, ITEM, TIME
 from evorec.errors import DataError, UnknownIdError
 from evorec.modeldir import model_version
 from evorec.models.base import Recommender
-from evorec.retrieval import ItemIndex, exact_search, load_or_build_index
+from evorec.retrieval import ItemIndex, Ranking, load_or_build_index, rank
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,13 @@ class ServedModel:
         self.model_dir = Path(model_dir)
         self.model = Recommender.load(self.model_dir)
         self.version = model_version(self.model_dir)
-        dataset = self.model._require_fitted()
+        dataset = self.model.dataset
+        assert dataset is not None  # Recommender.load sets it
         self.dataset = dataset
         vectors = np.ascontiguousarray(self.model.item_vectors(), dtype=np.float32)
         self.index: ItemIndex = load_or_build_index(self.model_dir, vectors)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.unit_vectors = vectors / np.maximum(norms, 1e-12)
-        self.popularity = dataset.item_popularity.astype(np.float32)[:, None]
         self.item_ids: list[Any] = dataset.item_ids.to_list()
         self.item_lookup = {str(item): n for n, item in enumerate(self.item_ids)}
         self.behavior_codes = {name: code for code, name in enumerate(dataset.behaviors)}
@@ -129,26 +130,20 @@ class ServedModel:
     ) -> Ranked:
         """Top-``k`` for one history, never an item of ``exclude``; popularity when the
         history is empty."""
-        if history.lengths[0] == 0:
-            scores, items = exact_search(
-                self.popularity, np.ones((1, 1), np.float32), k, [exclude], allowed
-            )
-            return _ranked(scores, items, "popularity")
-        interest = np.ascontiguousarray(self.model.encode(history), dtype=np.float32)
-        scores, items = self.index.search(interest, k, exclude=[exclude], allowed=allowed)
-        return _ranked(scores, items, "model")
+        ranking = self.model.rank(history, k, exclude=[exclude], allowed=allowed, index=self.index)
+        return _ranked(ranking, "popularity" if ranking.fallback[0] else "model")
 
     def similar(self, item: int, k: int, allowed: np.ndarray | None) -> Ranked:
         """The ``k`` items of the most similar vectors (cosine), the item itself left out."""
         query = self.unit_vectors[item : item + 1]
         exclude = [np.array([item], dtype=np.int64)]
-        scores, items = exact_search(self.unit_vectors, query, k, exclude, allowed)
-        return _ranked(scores, items, "model")
+        ranking = rank(k, queries=query, items=self.unit_vectors, exclude=exclude, allowed=allowed)
+        return _ranked(ranking, "model")
 
 
-def _ranked(scores: np.ndarray, items: np.ndarray, source: str) -> Ranked:
-    keep = items[0] >= 0
-    return Ranked(items[0][keep], scores[0][keep].astype(np.float64), source)
+def _ranked(ranking: Ranking, source: str) -> Ranked:
+    keep = ranking.items[0] >= 0
+    return Ranked(ranking.items[0][keep], ranking.scores[0][keep].astype(np.float64), source)
 
 
 def _matches(items: pl.DataFrame, column: str, value: str) -> pl.Expr:

@@ -1,0 +1,159 @@
+"""The one ranking function: seen items, allow-lists, the popularity fallback, padding,
+and the same answer from item vectors, a score matrix and every index kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_retrieval import brute_force
+
+from evorec.data.histories import Histories
+from evorec.errors import EvorecError, UnknownIdError
+from evorec.retrieval import Fallback, build_index, rank
+
+N_ITEMS, DIM, N_QUERIES = 800, 12, 30
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    return np.random.default_rng(4).standard_normal((N_QUERIES, DIM)).astype(np.float32)
+
+
+def listed(items: np.ndarray) -> list[list[int]]:
+    return [[int(i) for i in row if i >= 0] for row in items]
+
+
+def seen_items(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.choice(N_ITEMS, rng.integers(0, 40), replace=False) for _ in range(n)]
+
+
+def test_seen_items_are_never_returned(vectors: np.ndarray, queries: np.ndarray) -> None:
+    seen = seen_items(N_QUERIES, 5)
+    ranking = rank(10, queries=queries, items=vectors, exclude=seen)
+    assert listed(ranking.items) == brute_force(vectors, queries, 10, seen)
+    for row, excluded in zip(ranking.items, seen, strict=True):
+        assert not set(row) & set(excluded.tolist())
+    assert not ranking.fallback.any()
+
+
+def test_histories_exclude_their_own_items(vectors: np.ndarray, queries: np.ndarray) -> None:
+    seen = seen_items(N_QUERIES, 6)
+    history = Histories.from_lists([s.tolist() for s in seen])
+    by_history = rank(10, queries=queries, items=vectors, exclude=history)
+    by_lists = rank(10, queries=queries, items=vectors, exclude=seen)
+    np.testing.assert_array_equal(by_history.items, by_lists.items)
+
+
+def test_allow_list_bounds_every_result(vectors: np.ndarray, queries: np.ndarray) -> None:
+    rng = np.random.default_rng(7)
+    for share in (0.05, 0.8):  # a sparse allow-list is scored on its rows, a dense one masked
+        allowed = rng.random(N_ITEMS) < share
+        seen = seen_items(N_QUERIES, 8)
+        ranking = rank(10, queries=queries, items=vectors, exclude=seen, allowed=allowed)
+        assert listed(ranking.items) == brute_force(vectors, queries, 10, seen, allowed)
+        assert allowed[ranking.items[ranking.items >= 0]].all()
+
+
+def test_fallback_ranks_the_rows_the_model_cannot(vectors: np.ndarray, queries: np.ndarray) -> None:
+    popularity = np.random.default_rng(9).permutation(N_ITEMS).astype(np.float32)
+    use_fallback = np.zeros(N_QUERIES, bool)
+    use_fallback[[0, 7, 29]] = True
+    seen = seen_items(N_QUERIES, 10)
+    allowed = np.random.default_rng(11).random(N_ITEMS) < 0.5
+    ranking = rank(
+        6,
+        queries=queries[~use_fallback],
+        items=vectors,
+        exclude=seen,
+        allowed=allowed,
+        fallback=Fallback(use_fallback, popularity),
+    )
+    np.testing.assert_array_equal(ranking.fallback, use_fallback)
+    model_rows = np.flatnonzero(~use_fallback)
+    expected = brute_force(vectors, queries[model_rows], 6, [seen[r] for r in model_rows], allowed)
+    assert listed(ranking.items[model_rows]) == expected
+    for r in np.flatnonzero(use_fallback):  # most popular first, through the same filters
+        ok = allowed.copy()
+        ok[seen[r]] = False
+        candidates = np.flatnonzero(ok)
+        best = candidates[np.argsort(-popularity[candidates])[:6]]
+        assert ranking.items[r].tolist() == best.tolist()
+        assert ranking.scores[r].tolist() == popularity[best].tolist()
+    # every query by the fallback: no model input at all
+    everyone = rank(3, fallback=Fallback(np.ones(2, bool), popularity))
+    assert everyone.items.tolist() == [np.argsort(-popularity)[:3].tolist()] * 2
+
+
+def test_k_beyond_the_candidates_pads(vectors: np.ndarray, queries: np.ndarray) -> None:
+    allowed = np.zeros(N_ITEMS, bool)
+    allowed[[3, 50, 400]] = True
+    exclude = [np.array([50])] + [np.zeros(0, np.int64)] * (N_QUERIES - 1)
+    ranking = rank(5, queries=queries, items=vectors, exclude=exclude, allowed=allowed)
+    assert ranking.items.shape == (N_QUERIES, 5)
+    found = (ranking.items >= 0).sum(1)
+    assert found[0] == 2 and (found[1:] == 3).all()  # query 0 excludes one of the three
+    assert np.isneginf(ranking.scores[ranking.items < 0]).all()
+    assert np.isfinite(ranking.scores[ranking.items >= 0]).all()
+    # never wider than the catalogue
+    whole = rank(N_ITEMS + 50, queries=queries[:2], items=vectors)
+    assert whole.items.shape == (2, N_ITEMS)
+    assert sorted(whole.items[0].tolist()) == list(range(N_ITEMS))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"kind": "exact"},
+        {"kind": "ivf", "exact_max_allowed": 0, "nprobe": 1000},  # every cell: exact
+        {"kind": "hnsw", "exact_max_allowed": 0, "ef_search": 1000},  # beam over every item
+    ],
+    ids=["exact", "ivf", "hnsw"],
+)
+def test_vectors_scores_and_indexes_agree(
+    vectors: np.ndarray, queries: np.ndarray, config: dict
+) -> None:
+    seen = seen_items(N_QUERIES, 12)
+    allowed = np.random.default_rng(13).random(N_ITEMS) < 0.6
+    options = {"exclude": seen, "allowed": allowed}
+    by_vectors = rank(10, queries=queries, items=vectors, **options)
+    by_index = rank(10, queries=queries, items=build_index(vectors, config), **options)
+    by_scores = rank(10, scores=torch.from_numpy(queries @ vectors.T), **options)
+    for other in (by_index, by_scores):
+        np.testing.assert_array_equal(other.items, by_vectors.items)
+        np.testing.assert_allclose(other.scores, by_vectors.scores, rtol=1e-5)
+
+
+def test_bad_input_is_refused(vectors: np.ndarray, queries: np.ndarray) -> None:
+    popularity = np.ones(N_ITEMS, np.float32)
+    with pytest.raises(EvorecError, match="k must be a positive integer"):
+        rank(0, queries=queries, items=vectors)
+    with pytest.raises(EvorecError, match="rank takes queries with items"):
+        rank(5, queries=queries)
+    with pytest.raises(EvorecError, match="rank takes queries with items"):
+        rank(5, queries=queries, scores=torch.zeros(N_QUERIES, N_ITEMS))
+    with pytest.raises(EvorecError, match="needs queries with items, scores or a fallback"):
+        rank(5)
+    with pytest.raises(EvorecError, match="different numbers of items"):
+        rank(
+            5, queries=queries, items=vectors, fallback=Fallback(np.zeros(30, bool), popularity[:9])
+        )
+    with pytest.raises(EvorecError, match="30 rows of model input for 29 model queries"):
+        one = np.zeros(N_QUERIES, bool)
+        one[0] = True
+        rank(5, queries=queries, items=vectors, fallback=Fallback(one, popularity))
+    with pytest.raises(EvorecError, match="exclude has 1 rows for 30 queries"):
+        rank(5, queries=queries, items=vectors, exclude=[np.array([1])])
+    with pytest.raises(UnknownIdError, match=r"exclude\[0\]: item index 800 is outside"):
+        rank(5, queries=queries[:1], items=vectors, exclude=[np.array([N_ITEMS])])
+    with pytest.raises(EvorecError, match="allowed must be a boolean mask"):
+        rank(5, queries=queries, items=vectors, allowed=np.ones(3, bool))
+    with pytest.raises(EvorecError, match=r"queries must be a \[n, 12\] matrix"):
+        rank(5, queries=queries[:, :4], items=vectors)
