@@ -13,7 +13,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "evorec"
 # top first; packages of one layer may import each other
 LAYERS: list[set[str]] = [
     {"evorec"},  # the public API of evorec/__init__.py
-    {"cli", "demo"},
+    {"cli", "demo", "__main__"},  # __main__: python -m evorec (torchrun -m evorec)
     {"serving", "benchmarking"},
     {"training"},
     {"evaluation", "analytics"},  # analytics reads models and datasets as evaluation does

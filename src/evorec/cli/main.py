@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evorec.cli.parallel import NprocOption, distributed
 from evorec.errors import ConfigError, DataError, EvorecError
 from evorec.io import write_atomic, write_atomic_text
 from evorec.version import __version__
@@ -168,9 +169,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint in --out")] = False,
     refit: RefitOption = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    nproc: NprocOption = 1,
 ) -> None:
     """Train a model (epochs chosen on the validation split), evaluate it on the held-out
     test events, refit it on every event and save it."""
+    if distributed(nproc, console):
+        return
     from evorec.config import load_run_config
     from evorec.training.pipeline import CHECKPOINT, build_model, load_data
     from evorec.training.pipeline import train as run_train
@@ -615,8 +619,11 @@ def pretrain(
     sets: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
     refit: RefitOption = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    nproc: NprocOption = 1,
 ) -> None:
     """Pretrain a sequence model on one or more source datasets (for evorec finetune)."""
+    if distributed(nproc, console):
+        return
     from evorec.config import load_run_config
     from evorec.training.transfer import pretrain as run_pretrain
 
@@ -647,8 +654,11 @@ def finetune(
     ] = None,
     refit: RefitOption = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    nproc: NprocOption = 1,
 ) -> None:
     """Fine-tune a pretrained sequence model on a target dataset (new item catalogue)."""
+    if distributed(nproc, console):
+        return
     from evorec.config import load_run_config
     from evorec.training.transfer import finetune as run_finetune
     from evorec.training.transfer import freeze_choice, load_pretrained

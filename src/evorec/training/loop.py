@@ -9,6 +9,7 @@ progress, and stops on a non-finite loss or score (``check_loss``, ``validate``)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -24,6 +25,7 @@ from evorec.data.split import EvalSet
 from evorec.errors import ConfigError, ModelDirError, NonFiniteError
 from evorec.evaluation.evaluator import evaluate
 from evorec.io import write_atomic
+from evorec.training.distributed import DataParallel, broadcast_object, context
 
 if TYPE_CHECKING:
     from evorec.models.base import EpochTask, Recommender
@@ -60,25 +62,47 @@ def validation_users(valid: EvalSet | None, users: int | None, seed: int) -> Eva
     return valid.subset(np.sort(rows))
 
 
-def run_epoch(task: EpochTask) -> tuple[float, int]:
-    """One pass over ``task``'s batches: mean loss per scored example, examples scored."""
+def run_epoch(task: EpochTask, parallel: DataParallel | None = None) -> tuple[float, int]:
+    """One pass over ``task``'s batches: mean loss per scored example, examples scored.
+    With ``parallel`` each rank trains on its shard of every batch and the optimiser steps
+    on the gradients of the whole batch."""
     settings = task.settings
-    batches = task.batches()
+    batches = task.batches() if parallel is None else parallel.shard(task.batches())
     steps = settings.accumulate
     total, scored = 0.0, 0
     task.optimizer.zero_grad(set_to_none=True)
     for index, batch in enumerate(batches):
-        with torch.autocast(settings.device_type, torch.bfloat16, enabled=settings.amp):
-            loss, count = task.loss(batch)
+        ends_step = (index + 1) % steps == 0 or index + 1 == len(batches)
         # the last step may gather fewer batches
         group = min(steps, len(batches) - index // steps * steps)
-        (loss / group).backward()
-        if (index + 1) % steps == 0 or index + 1 == len(batches):
+        with contextlib.nullcontext() if parallel is None else parallel.step(sync=ends_step):
+            with torch.autocast(settings.device_type, torch.bfloat16, enabled=settings.amp):
+                if parallel is None:
+                    loss, count = task.loss(batch)
+                    weight = 1.0
+                else:
+                    loss, count, weight = parallel.loss(batch)
+            (loss * (weight / group)).backward()
+        if ends_step:
             task.optimizer.step()
             task.optimizer.zero_grad(set_to_none=True)
         total += loss.item() * count
         scored += count
+    if parallel is not None:
+        total, scored_sum = parallel.sum([total, scored])
+        scored = int(scored_sum)
     return total / max(scored, 1), scored
+
+
+def validate_parallel(
+    model: Recommender, valid: EvalSet, epoch: int, parallel: DataParallel, **options: Any
+) -> float:
+    """:func:`validate` with every rank scoring its share of the users; the mean over all
+    of them, as rank 0 computed it, on every rank."""
+    rows = parallel.rows(len(valid))
+    part = validate(model, valid.subset(rows), epoch, **options) if len(rows) else 0.0
+    metric_sum, users = parallel.sum([part * len(rows), len(rows)])
+    return parallel.broadcast(metric_sum / users)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -90,7 +114,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """The saved training state, read as tensors and plain values only: a crafted file
     cannot run code."""
     try:
-        state = torch.load(path, weights_only=True)
+        # on the CPU: rank 0 hands it to the other ranks; loading moves it to the device
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # unpickling refusals and truncations have many types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelDirError(
@@ -117,6 +142,7 @@ def train_epochs(
     epoch; with ``resume`` training continues from the one there. Returns the fit info."""
     settings = task.settings
     module, optimizer = task.module, task.optimizer
+    ctx = context()
     valid = validation_users(valid, settings.valid_users, settings.seed)
     options = (
         {} if settings.valid_filter_seen is None else {"filter_seen": settings.valid_filter_seen}
@@ -124,8 +150,12 @@ def train_epochs(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "metric": -1.0, "state": None}
     start_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
-    if resume and checkpoint is not None and checkpoint.exists():
+    state = None
+    if resume and checkpoint is not None and ctx.is_main and checkpoint.exists():
         state = load_checkpoint(checkpoint)
+    if ctx.active:  # rank 0 read the checkpoint; every rank resumes from it
+        state = broadcast_object(state)
+    if state is not None:
         try:
             module.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
@@ -148,14 +178,18 @@ def train_epochs(
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    # after resuming: DDP starts every rank from rank 0's parameters
+    parallel = DataParallel(task, ctx) if ctx.active else None
+    with Progress(*columns, disable=not progress or not ctx.is_main, transient=False) as bar:
         bar_task = bar.add_task(
             "train", total=settings.epochs, completed=start_epoch - 1, status=""
         )
         for epoch in range(start_epoch, settings.epochs + 1):
             module.train()
             began = time.perf_counter()
-            loss, scored = run_epoch(task)
+            if parallel is not None:  # dropout masks differ between ranks, and on resume
+                torch.manual_seed(settings.seed + 1_000_003 * epoch + ctx.rank)
+            loss, scored = run_epoch(task, parallel)
             check_loss(model, epoch, loss)
             module.eval()
             epoch_seconds = time.perf_counter() - began
@@ -170,7 +204,11 @@ def train_epochs(
             }
             status = f"loss {loss:.4f}"
             if valid is not None:
-                metric = validate(model, valid, epoch, **options)
+                metric = (
+                    validate(model, valid, epoch, **options)
+                    if parallel is None
+                    else validate_parallel(model, valid, epoch, parallel, **options)
+                )
                 record[VALID_METRIC] = metric
                 if metric > best["metric"]:
                     best = {
@@ -187,7 +225,7 @@ def train_epochs(
             history.append(record)
             bar.update(bar_task, completed=epoch, status=status)
             log.info("epoch %d %s (%.1fs)", epoch, status, epoch_seconds)
-            if checkpoint is not None:
+            if checkpoint is not None and ctx.is_main:
                 state = {
                     "epoch": epoch,
                     "network": module.state_dict(),

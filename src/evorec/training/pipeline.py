@@ -21,6 +21,7 @@ from evorec.evaluation.evaluator import EvalResult, evaluate
 from evorec.modeldir import CHECKPOINT
 from evorec.models import get_model_class
 from evorec.models.base import MANIFEST, Recommender, read_manifest
+from evorec.training.distributed import is_main, main_first
 from evorec.training.incremental import dataset_cutoff
 
 
@@ -36,14 +37,15 @@ class TrainResult:
 def load_data(config: DataConfig) -> Dataset:
     if config.path is None:
         raise ConfigError("no data path: pass --data PATH or set data.path in the config")
-    return load_dataset(
-        config.path,
-        config.format,
-        columns=config.columns,
-        preprocess_config=config.preprocess,
-        on_bad_rows=config.on_bad_rows,
-        encoding=config.encoding,
-    )
+    with main_first():  # in a distributed run rank 0 fills the processed-data cache
+        return load_dataset(
+            config.path,
+            config.format,
+            columns=config.columns,
+            preprocess_config=config.preprocess,
+            on_bad_rows=config.on_bad_rows,
+            encoding=config.encoding,
+        )
 
 
 def build_model(config: RunConfig) -> Recommender:
@@ -156,7 +158,10 @@ def save_trained(
     """Save a trained model with its effective run config, protocol, test metrics and
     cut-off (plus ``extra`` in the manifest), so that ``evaluate_model_dir`` can rerun it.
     The run config holds the settings of ``configured`` (the selection run of a refit
-    model, whose epochs the run chose from), by default the saved model's."""
+    model, whose epochs the run chose from), by default the saved model's. In a
+    distributed run only rank 0 writes."""
+    if not is_main():
+        return
     settings = (configured or model).config
     effective = config.model_copy(deep=True)
     effective.model = {"name": model.name, **settings.model_dump()}

@@ -1,0 +1,215 @@
+"""Data-parallel training (PyTorch DDP, Gloo, 2 processes): the same steps as one process
+on the global batch, the same quality on real data, a killed rank fails the run cleanly and
+``--resume`` continues it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import shared_dataset
+
+from evorec.data.dataset import Dataset
+from evorec.data.load import from_frame
+from evorec.models import SASRec
+from evorec.training.loop import load_checkpoint
+from evorec.training.trainer import SequenceTrainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WORLD = 2
+# per case: model settings and the optimiser (SGD shows the gradients themselves; AdamW
+# divides by their running scale, so rounding in near-zero gradients shows more)
+CASES = {
+    "softmax-sgd": ({"loss": "softmax", "accumulate": 1}, "sgd"),
+    "sampled-accumulate-sgd": (
+        {"loss": "sampled_softmax", "n_negatives": 16, "accumulate": 2},
+        "sgd",
+    ),
+    "softmax-adamw": ({"loss": "softmax", "accumulate": 1}, "adamw"),
+}
+TOLERANCE = {"sgd": 1e-5, "adamw": 1e-3}
+
+
+def tiny_events(users: int = 80, events: int = 12, items: int = 40) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(users), events),
+            "item_id": rng.integers(items, size=users * events),
+            "timestamp": np.tile(np.arange(events), users)
+            + 1000 * np.repeat(np.arange(users), events),
+        }
+    )
+
+
+def tiny_dataset() -> Dataset:
+    loose = {"min_user_events": 1, "min_item_events": 1}
+    return from_frame(tiny_events(), preprocess_config=loose)
+
+
+def train_case(settings: dict, optimiser: str) -> dict[str, torch.Tensor]:
+    """Two epochs of a tiny SASRec (no dropout: the same function on every rank); its
+    parameters after them."""
+    data = tiny_dataset()
+    model = SASRec(dim=8, max_len=8, dropout=0.0, batch_size=24, epochs=2, device="cpu", **settings)
+    model.seed_rngs()
+    model._prepare(data, False)
+    trainer = SequenceTrainer(model, data, None)
+    if optimiser == "sgd":
+        trainer.optimizer = torch.optim.SGD(trainer.module.parameters(), lr=0.5)
+    trainer.run()
+    return {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}
+
+
+def _rank(rank: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ["LOCAL_RANK"] = str(rank)
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
+    )
+    try:
+        results = {name: train_case(*case) for name, case in CASES.items()}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_steps_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_rank, args=(f"file://{tmp_path / 'init'}", str(out)), nprocs=WORLD, join=True)
+    ddp = torch.load(out, weights_only=True)
+    for name, (settings, optimiser) in CASES.items():
+        single = train_case(settings, optimiser)
+        for key, value in single.items():
+            diff = (ddp[name][key] - value).abs().max().item()
+            assert diff <= TOLERANCE[optimiser], f"{name} {key}: max difference {diff}"
+        # a run that moved nothing would match too
+        moved = max(
+            (single[k] - init).abs().max().item()
+            for k, init in _initial(settings).items()
+            if k in single
+        )
+        assert moved > 10 * TOLERANCE[optimiser], f"{name}: training did not move the parameters"
+
+
+def _initial(settings: dict) -> dict[str, torch.Tensor]:
+    model = SASRec(dim=8, max_len=8, dropout=0.0, batch_size=24, epochs=1, device="cpu", **settings)
+    model.seed_rngs()
+    model._prepare(tiny_dataset(), False)
+    return {k: v.detach().clone() for k, v in model._network().state_dict().items()}
+
+
+def evorec(*args: str | Path | int) -> list[str]:
+    return [sys.executable, "-m", "evorec", *map(str, args)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **extra}
+
+
+def fit_info(model_dir: Path) -> dict:
+    return json.loads((model_dir / "evorec-model.json").read_text())["fit_info"]
+
+
+def test_two_processes_reach_the_single_process_quality_on_movielens(tmp_path: Path) -> None:
+    data = shared_dataset("ml-latest-small")
+    settings = [
+        "--set", "dim=32", "--set", "max_len=30", "--set", "train_on=last",
+        "--set", "epochs=8", "--set", "patience=8", "--set", "batch_size=64",
+        "--set", "lr=0.005", "--set", "device=cpu",
+    ]  # fmt: skip
+    best = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"nproc{nproc}"
+        done = subprocess.run(
+            evorec("train", "--data", data, "--model", "sasrec", "--out", out, *settings,
+                   "--no-refit", "--quiet", "--nproc", nproc),
+            env=_env(), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        best[nproc] = fit_info(out)["best_valid"]["NDCG@10"]
+    # the same steps on the same global batches; only the dropout masks differ
+    assert best[1] > 0.01  # far above random ranking of ~9k items (about 0.0005)
+    assert abs(best[2] - best[1]) <= 0.25 * best[1], best
+
+
+def _ranks(launcher: int) -> dict[int, int]:
+    """The rank processes of a ``--nproc`` launcher: rank -> pid."""
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    ranks = {}
+    for pid in map(int, children):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            if entry.startswith(b"RANK="):
+                ranks[int(entry[5:])] = pid
+    return ranks
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+def test_a_killed_rank_fails_the_run_and_resume_continues(tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    tiny_events().write_csv(csv)
+    out = tmp_path / "model"
+    common = [
+        "train", "--data", csv, "--model", "sasrec", "--out", out, "--no-refit", "--quiet",
+        "--nproc", "2", "--set", "dim=8", "--set", "max_len=8", "--set", "batch_size=16",
+        "--set", "device=cpu", "--set", "patience=1000",
+    ]  # fmt: skip
+    run = subprocess.Popen(
+        evorec(*common, "--set", "epochs=1000"),
+        env=_env(EVOREC_DIST_TIMEOUT="60"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert run.poll() is None, run.stderr.read() if run.stderr else ""
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    ranks = _ranks(run.pid)
+    assert sorted(ranks) == [0, 1]
+    os.kill(ranks[1], signal.SIGKILL)
+    _, err = run.communicate(timeout=120)  # no hang: the launcher stops the other rank
+    assert run.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: rank 1 of 2 was killed by signal 9"), err[-2000:]
+    assert "--resume" in last
+    assert not _alive(ranks[0])
+    saved = load_checkpoint(checkpoint)
+    done_epochs = saved["epoch"]
+    assert 1 <= done_epochs < 1000
+
+    resumed = subprocess.run(
+        evorec(*common, "--set", f"epochs={done_epochs + 2}", "--resume"),
+        env=_env(EVOREC_DIST_TIMEOUT="60"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history = fit_info(out)["history"]
+    assert [h["epoch"] for h in history] == list(range(1, done_epochs + 3))
+    # the epochs before the kill are the checkpoint's, not trained again
+    assert [h["loss"] for h in history[:done_epochs]] == [
+        h["loss"] for h in saved["history"][:done_epochs]
+    ]
