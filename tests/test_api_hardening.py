@@ -5,9 +5,6 @@ idempotency, paging, a heavy user)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,15 +15,15 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 
 import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.serving import Service, create_app
-from evorec.serving.app import MAX_BODY_BYTES
 from evorec.serving.schemas import MAX_BATCH
+from evorec.serving.server import running_app, running_server
+from evorec.serving.service import MAX_BODY_BYTES
 from evorec.store import EventStore
 
 KEY = "s3cret"
@@ -332,15 +329,8 @@ def test_without_an_api_key_serve_listens_on_loopback_only(run, trained: Path) -
 def test_serve_says_at_start_up_that_writes_are_open_without_a_key(
     trained: Path, tmp_path: Path
 ) -> None:
-    port = free_port()
-    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(trained)]
-    command += ["--db", f"sqlite:///{tmp_path / 'events.db'}", "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for_health(f"http://127.0.0.1:{port}", server)
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=60)[0].decode()
+    with running_server(trained, f"sqlite:///{tmp_path / 'events.db'}") as server:
+        output = server.output()
     assert "no API key: writes and admin calls are open to local processes only" in output
 
 
@@ -455,41 +445,12 @@ def heavy_store(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(url: str, server: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert server is None or server.poll() is None, "server exited"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("server did not answer /health")
-
-
 @pytest.fixture
 def live(request: pytest.FixtureRequest, trained: Path, heavy_store: EventStore) -> Iterator[str]:
     """The service on 127.0.0.1 under uvicorn, in a thread of this process."""
     service = Service(trained, heavy_store, **getattr(request, "param", {}))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url)
+    with running_app(create_app(service)) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 def median_seconds(http: httpx.Client, path: str, times: int) -> float:

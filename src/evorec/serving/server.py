@@ -9,16 +9,29 @@ worker runs its own ``--watch``; a reload re-points the watched link, so that al
 Without an API key every write and admin endpoint is open to whoever reaches the port: the
 service then listens on a loopback address only, unless ``allow_open`` says otherwise, and
 says so at start-up.
+
+:func:`running_server` starts ``evorec serve`` as a child process on a free loopback port
+and waits until it answers; :func:`running_app` serves an app built in this process from a
+thread: what tests and benchmarks serve through.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
+import httpx
 import torch
 import uvicorn
 from fastapi import FastAPI
@@ -26,7 +39,8 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from evorec.errors import ConfigError
-from evorec.serving.app import MAX_BODY_BYTES, MULTIPROC_DIR, Service, create_app
+from evorec.serving.app import WORKER_HEADER, create_app
+from evorec.serving.service import MAX_BODY_BYTES, MULTIPROC_DIR, Service
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
 
@@ -183,3 +197,110 @@ def _one_thread_per_request() -> None:
     # kernels cost more CPU than the kernels
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
+
+
+class ServerNotReady(RuntimeError):
+    """``evorec serve`` exited or did not answer ``/health`` in time (its output attached)."""
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """An ``evorec serve`` child process: its ``url`` and the file holding its output."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        """Everything the server printed so far (stdout and stderr)."""
+        return self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    model_dir: Path,
+    db: str,
+    *options: str,
+    port: int | None = None,
+    workers: int = 1,
+    log: Path | None = None,
+    timeout: float = 300.0,
+) -> Iterator[RunningServer]:
+    """``python -m evorec.cli.main serve`` on 127.0.0.1 (``port``, default a free one) with
+    ``options``, entered once ``/health`` answers 200 (from each of ``workers`` worker
+    processes, told apart by their ``X-Evorec-Worker`` header); stopped on exit (terminated,
+    killed when it outlasts ``timeout``), whatever state the block left it in. ``log``
+    keeps the output (default: a temporary file); :class:`ServerNotReady` names what went
+    wrong when the server exits or stays silent for ``timeout`` seconds."""
+    port = free_port() if port is None else port
+    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
+    command += ["--db", db, "--port", str(port), *options]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    with tempfile.TemporaryDirectory(prefix="evorec-serve-") as scratch:
+        log = log or Path(scratch) / "server.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # output readable while it runs
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        server = RunningServer(process, f"http://127.0.0.1:{port}", port, log)
+        try:
+            _wait_for_health(server, workers, timeout)
+            yield server
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@contextmanager
+def running_app(app: FastAPI, timeout: float = 120.0) -> Iterator[str]:
+    """``app`` under uvicorn on a free 127.0.0.1 port, in a thread of this process; yields
+    its URL once uvicorn listens, stops it on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise ServerNotReady(f"uvicorn did not start on port {port}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
+def _wait_for_health(server: RunningServer, workers: int, timeout: float) -> None:
+    answered: set[str | None] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerNotReady(
+                f"evorec serve exited with {server.process.returncode}:\n{server.output()}"
+            )
+        try:
+            response = httpx.get(f"{server.url}/health", timeout=2)
+        except httpx.TransportError:
+            response = None  # not listening yet
+        if response is not None and response.status_code == 200:
+            answered.add(response.headers.get(WORKER_HEADER))
+            if len(answered) >= workers:
+                return
+        time.sleep(0.1)
+    raise ServerNotReady(
+        f"evorec serve did not answer /health within {timeout:g}s:\n{server.output()}"
+    )

@@ -19,7 +19,7 @@ import polars as pl
 
 from evorec.errors import EvorecError
 from evorec.modeldir import model_version
-from evorec.serving.app import Service
+from evorec.serving.service import Service
 
 log = logging.getLogger(__name__)
 

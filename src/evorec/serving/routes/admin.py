@@ -1,0 +1,47 @@
+"""``POST /admin/reload`` (behind the API key): swap another model directory in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+
+from evorec.errors import EvorecError
+from evorec.modeldir import point
+from evorec.serving.guards import StrictJSONRoute, invalid
+from evorec.serving.routes.common import ServiceDep, responses
+from evorec.serving.schemas import Reloaded, ReloadIn
+
+router = APIRouter(route_class=StrictJSONRoute)
+
+
+@router.post("/admin/reload", responses=responses(403, 409, 415))
+def reload(service: ServiceDep, body: ReloadIn | None = None) -> Reloaded:
+    """Load the model directory (default: the one served; others only under the models
+    root) and swap it in; requests in flight finish on the previous model. A directory
+    that fails to load changes nothing (422). When the service watches a link, the
+    link is re-pointed at the directory: the other worker processes swap it in within
+    their poll interval."""
+    link = service.watched_link
+    if service.workers > 1 and link is None:
+        raise HTTPException(
+            409,
+            f"{service.workers} worker processes serve this model and a reload reaches "
+            "one: serve a link with --watch, then a reload re-points it",
+        )
+    target = service.reload_target(body.model_dir if body else None)
+    try:
+        version, previous = service.reload(target)
+    except Exception as exc:  # whatever a directory holds, the served model stays
+        raise invalid(["body", "model_dir"], _load_failure(target, exc)) from None
+    if link is not None:
+        point(link, service.current.model_dir)
+    return Reloaded(model_version=version, previous_version=previous)
+
+
+def _load_failure(target: Path, exc: Exception) -> str:
+    if isinstance(exc, EvorecError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename or target}: {exc.strerror or exc}"
+    return f"{target}: cannot load the model directory ({type(exc).__name__}: {exc})"
