@@ -78,16 +78,7 @@ def build_model(work: Path, items: int, users: int, epochs: int, noise: float) -
         model.network.item_embedding.weight[len(real) + 1 :] = torch.from_numpy(synthetic)
     first = int(model.dataset.item_ids.max()) + 1
     ids = pl.concat([model.dataset.item_ids, pl.Series(np.arange(first, first + extra))])
-    model.dataset = Dataset(
-        model.dataset.events,
-        model.dataset.user_ids,
-        ids,
-        None,
-        None,
-        model.dataset.behaviors,
-        model.dataset.has_time,
-        model.dataset.name,
-    )
+    model.dataset = model.dataset.replace(item_ids=ids, items=None, users=None, meta={})
     model.save(path)
     began = time.perf_counter()
     load_or_build_index(path, np.ascontiguousarray(model.item_vectors(), np.float32))

@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from evorec.data.formats import DEFAULT_ENCODING, check_encoding
 from evorec.data.preprocess import PreprocessConfig
 from evorec.data.split import PROTOCOLS, split_methods
-from evorec.errors import ConfigError
+from evorec.errors import ConfigError, first_validation_error
 
 
 class SplitConfig(BaseModel):
@@ -142,10 +142,7 @@ def load_run_config(
     try:
         return RunConfig(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"config field '{where}': {message}") from None
+        raise ConfigError(f"config field {first_validation_error(exc, quoted=True)}") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -53,8 +53,12 @@ class NonFiniteError(EvorecError):
     """A loss or score that became NaN or infinite: the model diverged."""
 
 
-def first_validation_error(exc: ValidationError) -> str:
-    """The first problem pydantic found, as ``field.path: message``."""
+def first_validation_error(exc: ValidationError, *, quoted: bool = False) -> str:
+    """The first problem pydantic found, as ``field.path: message`` (``'field.path': ...``
+    with ``quoted``); a field that the model does not have is an "unknown field"."""
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
+    message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    if not where:
+        return message
+    return f"'{where}': {message}" if quoted else f"{where}: {message}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -86,19 +87,14 @@ class Dataset:
         pairs = self.events.select(USER_IDX, ITEM_IDX)
         return pairs.height > 0 and pairs.is_duplicated().any()
 
+    def replace(self, **changes: Any) -> Dataset:
+        """A copy with the fields named in ``changes`` (keywords of :class:`Dataset`) replaced;
+        ``meta`` is copied, and the cached histories are rebuilt for the copy."""
+        return dataclasses.replace(self, **{"meta": dict(self.meta), **changes})
+
     def with_events(self, events: pl.DataFrame) -> Dataset:
         """The same id space and side tables over another set of events."""
-        return Dataset(
-            events,
-            self.user_ids,
-            self.item_ids,
-            self.items,
-            self.users,
-            self.behaviors,
-            self.has_time,
-            self.name,
-            dict(self.meta),
-        )
+        return self.replace(events=events)
 
     # -- id mapping ---------------------------------------------------------------------
 

@@ -23,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet, Split
-from evorec.errors import ConfigError, DataError, EvorecError, ModelDirError
+from evorec.errors import (
+    ConfigError,
+    DataError,
+    EvorecError,
+    ModelDirError,
+    first_validation_error,
+)
 from evorec.modeldir import CONFIG, DATASET, MANIFEST, STATE, read_manifest, write_model_dir
 from evorec.retrieval.ranking import Fallback, Ranking, rank
 
@@ -104,7 +110,8 @@ class Recommender(ABC):
         try:
             self.config = self.config_class(**values)
         except ValidationError as exc:
-            raise ConfigError(f"invalid {self.name} config: {_first_error(exc)}") from None
+            problem = first_validation_error(exc)
+            raise ConfigError(f"invalid {self.name} config: {problem}") from None
         self.dataset: Dataset | None = None
         self.fit_info: dict[str, Any] = {}
         self._checkpoint: Path | None = None  # of the fit in progress
@@ -446,8 +453,3 @@ def _as_tensors(state: Any) -> Any:
         return state.item()
     return state
 
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}"

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evorec.errors import ConfigError
+from evorec.errors import ConfigError, first_validation_error
 
 IndexKind = Literal["exact", "hnsw", "ivf"]
 
@@ -55,6 +55,4 @@ def retrieval_config(config: RetrievalConfig | dict[str, Any] | None = None) -> 
     try:
         return RetrievalConfig(**(config or {}))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"invalid retrieval config: {field}: {err['msg']}") from None
+        raise ConfigError(f"invalid retrieval config: {first_validation_error(exc)}") from None

@@ -36,7 +36,7 @@ from evorec.data.histories import Histories
 from evorec.data.schema import BEHAVIOR, ITEM, LINE, TIME, USER, VALUE
 from evorec.data.social import FRIENDS
 from evorec.data.split import EvalSet
-from evorec.errors import ConfigError, EvorecError, ModelDirError
+from evorec.errors import ConfigError, EvorecError, ModelDirError, first_validation_error
 from evorec.evaluation.evaluator import evaluate
 from evorec.modeldir import (
     METRICS,
@@ -94,9 +94,7 @@ def update_config(values: dict[str, Any]) -> UpdateConfig:
     try:
         return UpdateConfig(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"invalid update setting {field}: {err['msg']}") from None
+        raise ConfigError(f"invalid update setting {first_validation_error(exc)}") from None
 
 
 def update(
@@ -251,16 +249,8 @@ def drop_erased(dataset: Dataset, erased: Iterable[str]) -> tuple[Dataset, list[
     if users is not None and FRIENDS in users.columns:
         kept_friend = ~pl.element().cast(pl.Utf8).is_in(gone_ids)
         users = users.with_columns(pl.col(FRIENDS).list.eval(pl.element().filter(kept_friend)))
-    kept = Dataset(
-        events,
-        dataset.user_ids.filter(~pl.Series(gone)),
-        dataset.item_ids,
-        dataset.items,
-        users,
-        dataset.behaviors,
-        dataset.has_time,
-        dataset.name,
-        dict(dataset.meta),
+    kept = dataset.replace(
+        events=events, user_ids=dataset.user_ids.filter(~pl.Series(gone)), users=users
     )
     return kept, text_ids.filter(gone).to_list()
 
@@ -304,17 +294,7 @@ def extend_dataset(dataset: Dataset, events: pl.DataFrame) -> tuple[Dataset, np.
     merged = pl.concat([old, added.cast(old.schema)]).sort(
         [USER_IDX, "timestamp"], maintain_order=True
     )
-    extended = Dataset(
-        merged.drop("_new"),
-        user_ids,
-        item_ids,
-        dataset.items,
-        dataset.users,
-        dataset.behaviors,
-        dataset.has_time,
-        dataset.name,
-        dict(dataset.meta),
-    )
+    extended = dataset.replace(events=merged.drop("_new"), user_ids=user_ids, item_ids=item_ids)
     return extended, merged["_new"].to_numpy()
 
 

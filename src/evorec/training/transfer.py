@@ -26,7 +26,7 @@ from evorec.config import RunConfig
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
 from evorec.data.schema import ITEM, USER
 from evorec.data.split import EvalSet, make_split
-from evorec.errors import ConfigError, EvorecError
+from evorec.errors import ConfigError, EvorecError, first_validation_error
 from evorec.evaluation.evaluator import evaluate
 from evorec.features.items import text_column
 from evorec.models.base import Recommender, read_manifest
@@ -83,15 +83,14 @@ def combine(datasets: list[Dataset]) -> Dataset:
         n_users += data.n_users
         n_items += data.n_items
     return Dataset(
-        pl.concat(events),
-        pl.concat(user_ids).alias(USER),
-        pl.concat(item_ids).alias(ITEM),
-        pl.concat(items, how="diagonal_relaxed") if items else None,
-        None,
-        behaviors,
-        all(d.has_time for d in datasets),
-        "+".join(d.name for d in datasets),
-        {"sources": [d.name for d in datasets]},
+        events=pl.concat(events),
+        user_ids=pl.concat(user_ids).alias(USER),
+        item_ids=pl.concat(item_ids).alias(ITEM),
+        items=pl.concat(items, how="diagonal_relaxed") if items else None,
+        behaviors=behaviors,
+        has_time=all(d.has_time for d in datasets),
+        name="+".join(d.name for d in datasets),
+        meta={"sources": [d.name for d in datasets]},
     )
 
 
@@ -143,8 +142,7 @@ def target_model(source: SequentialRecommender, overrides: dict[str, Any]) -> Se
     try:
         return type(source)(type(source).config_class(**values))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"invalid {name} setting {err['loc'][0]}: {err['msg']}") from None
+        raise ConfigError(f"invalid {name} setting {first_validation_error(exc)}") from None
 
 
 def transfer_parameters(source: SequenceNetwork, target: SequenceNetwork) -> list[str]:
