@@ -129,33 +129,23 @@ def _ml100k_items(d: Path) -> pl.DataFrame | None:
     ).drop_nulls(ITEM)
 
 
-def _ml100k_users(d: Path) -> pl.DataFrame | None:
-    path = d / "u.user"
+def _user_rows(path: Path, sep: str, names: list[str]) -> pl.DataFrame | None:
+    """The rows of a MovieLens user file (Latin-1, no header); None when there is none."""
     if not path.exists():
         return None
-    df, _ = read_rows(
-        path,
-        "|",
-        ["u", "age", "gender", "occ", "zip"],
-        skip_header=False,
-        quote=None,
-        encoding="latin-1",
-    )
-    return _users_table(df, df["occ"])
+    df, _ = read_rows(path, sep, names, skip_header=False, quote=None, encoding="latin-1")
+    return df
+
+
+def _ml100k_users(d: Path) -> pl.DataFrame | None:
+    df = _user_rows(d / "u.user", "|", ["u", "age", "gender", "occ", "zip"])
+    return None if df is None else _users_table(df, df["occ"])
 
 
 def _ml1m_users(d: Path) -> pl.DataFrame | None:
-    path = d / "users.dat"
-    if not path.exists():
+    df = _user_rows(d / "users.dat", "::", ["u", "gender", "age", "occ", "zip"])
+    if df is None:
         return None
-    df, _ = read_rows(
-        path,
-        "::",
-        ["u", "gender", "age", "occ", "zip"],
-        skip_header=False,
-        quote=None,
-        encoding="latin-1",
-    )
     codes = dict(enumerate(ML1M_OCCUPATIONS))
     occupation = (
         df["occ"]
