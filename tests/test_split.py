@@ -27,7 +27,7 @@ from evorec.data.split import (
     split_methods,
     temporal_split,
 )
-from evorec.errors import DataError
+from evorec.errors import ConfigError, DataError
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import MostPopular
 
@@ -233,6 +233,8 @@ def test_every_protocol_is_reached_by_its_method_name() -> None:
         SplitConfig(method="random")
     with pytest.raises(DataError, match="no 'buy' events"):
         make_split(ds, SplitConfig(method="next-purchase"))
+    with pytest.raises(ConfigError, match="temporal split needs timestamps"):
+        make_split(ds.replace(has_time=False), SplitConfig(method="temporal"))
 
 
 def _shop_log(path: Path) -> Path:
