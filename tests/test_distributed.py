@@ -128,8 +128,8 @@ def fit_info(model_dir: Path) -> dict:
 def test_two_processes_reach_the_single_process_quality_on_movielens(tmp_path: Path) -> None:
     data = shared_dataset("ml-latest-small")
     settings = [
-        "--set", "dim=32", "--set", "max_len=30", "--set", "train_on=last",
-        "--set", "epochs=8", "--set", "patience=8", "--set", "batch_size=64",
+        "--set", "dim=32", "--set", "max_len=20", "--set", "train_on=last",
+        "--set", "epochs=5", "--set", "patience=5", "--set", "batch_size=64",
         "--set", "lr=0.005", "--set", "device=cpu",
     ]  # fmt: skip
     best = {}

@@ -14,6 +14,7 @@ import torch
 from evorec.data.dataset import Dataset
 from evorec.data.load import from_frame
 from evorec.data.split import Split, leave_one_out
+from evorec.errors import ConfigError
 from evorec.models import LightGCN, MultiTask, Recommender, SASRec
 from evorec.training.loop import load_checkpoint
 from evorec.training.trainer import SequenceTrainer
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"dim": 8, "max_len": 8, "batch_size": 16, "device": "cpu", "epochs": 2}
 BEHAVIORS = ["view", "cart", "buy"]
+SPARSE = {**TINY, "loss": "sampled_softmax", "n_negatives": 8, "sparse_items": True}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,7 @@ def test_multitask_purchase_head_is_trained(split: Split) -> None:
         (MultiTask, TINY),
         (LightGCN, {"dim": 8, "epochs": 2, "batch_size": 64}),
         (SASRec, TINY),
+        (SASRec, SPARSE),
     ],
 )
 def test_checkpoint_and_resume_give_the_uninterrupted_run(
@@ -129,3 +132,39 @@ def test_lightgcn_losses_average_over_interactions(split: Split) -> None:
     interactions = len(model.network.users)  # type: ignore[union-attr]
     assert epoch["positions"] == interactions == model.fit_info["train_sequences"]
     assert torch.isfinite(torch.tensor(epoch["loss"]))
+
+
+def test_sparse_items_update_only_the_rows_a_step_touches() -> None:
+    rng = np.random.default_rng(0)
+    events = pl.DataFrame(
+        {"user_id": np.repeat(np.arange(40), 8), "item_id": rng.integers(2000, size=320)}
+    )
+    loose = {"min_user_events": 1, "min_item_events": 1}
+    dataset = from_frame(events, preprocess_config=loose)
+    model = SASRec({**SPARSE, "epochs": 1, "dropout": 0.0})
+    model._prepare(dataset, False)
+    trainer = SequenceTrainer(model, dataset, None)
+    table = model._network().item_embedding.weight
+    before = table.detach().clone()
+    rows = trainer.batches()[0]
+    loss, _ = trainer.loss(rows)
+    loss.backward()
+    assert table.grad is not None and table.grad.is_sparse
+    touched = set(table.grad.coalesce().indices()[0].tolist())
+    trainer.optimizer.step()
+    changed = set(torch.nonzero((table.detach() != before).any(1)).flatten().tolist())
+    assert changed and changed <= touched
+    assert len(changed) < (len(table) - 1) / 2  # rows no batch item or negative reached stay
+
+
+def test_sparse_items_train_like_the_dense_table(split: Split) -> None:
+    dense = SASRec({**SPARSE, "sparse_items": False, "epochs": 8}).fit(split)
+    sparse = SASRec({**SPARSE, "epochs": 8}).fit(split)
+    assert losses(sparse)[-1] < losses(sparse)[0]
+    assert losses(sparse)[-1] == pytest.approx(losses(dense)[-1], rel=0.1)
+
+
+@pytest.mark.parametrize("change", [{"loss": "softmax"}, {"item_features": ["id", "text"]}])
+def test_sparse_items_need_sampled_negatives_and_id_rows(change: dict) -> None:
+    with pytest.raises(ConfigError, match="sparse_items needs"):
+        SASRec({**SPARSE, **change})

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from evorec.data.dataset import Dataset
@@ -39,6 +39,7 @@ from evorec.features import (
     build_user_features,
 )
 from evorec.models.base import EpochSettings, ModelConfig, Recommender
+from evorec.models.optim import RowSparseAdamW
 
 ENCODE_BATCH = 1024
 
@@ -111,6 +112,21 @@ class SequentialConfig(ModelConfig):
     compile: bool = Field(
         False, description="train through torch.compile (dynamic shapes); see docs/benchmarks.md"
     )
+    sparse_items: bool = Field(
+        False,
+        description="row-wise sparse updates of the item table: lazy Adam on the rows a batch "
+        "touches (no weight decay on them), AdamW on the rest; for big catalogues, with "
+        "sampled_softmax or gbce and item_features [id]",
+    )
+
+    @model_validator(mode="after")
+    def _sparse_needs_sampled_ids(self) -> SequentialConfig:
+        if self.sparse_items and (self.loss == "softmax" or self.item_features != ["id"]):
+            raise ValueError(
+                "sparse_items needs loss sampled_softmax or gbce (a full softmax touches "
+                "every row) and item_features [id] (content encoders make every row dense)"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,7 @@ class SequenceNetwork(nn.Module):
     ``item_encoder`` the table's item rows are fused with the items' content."""
 
     item_embedding: nn.Embedding
+    sparse_rows = False  # item rows looked up with sparse gradients (``sparse_items``)
 
     @abstractmethod
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
@@ -167,7 +184,16 @@ class SequenceNetwork(nn.Module):
 
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         """Rows of :meth:`item_table` for padded item ids."""
+        if self.sparse_rows:
+            return F.embedding(items, self.item_embedding.weight, padding_idx=0, sparse=True)
         return F.embedding(items, self.item_table(), padding_idx=0)
+
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows of :meth:`item_weights` for item indices (0-based), the gradient reaching
+        only those rows when :attr:`sparse_rows`."""
+        if self.sparse_rows:
+            return F.embedding(items + 1, self.item_embedding.weight, sparse=True)
+        return self.item_weights()[items]
 
     def item_weights(self) -> torch.Tensor:
         """The item vectors ``v``, ``[n_items, dim]``: the table rows of real items."""
@@ -320,6 +346,7 @@ class SequentialRecommender(Recommender):
             )
         if self.user_features is not None:
             network.user_encoder = UserEncoder(self.user_features, self.config.dim)
+        network.sparse_rows = self.config.sparse_items
         return network.to(self.device)
 
     def _network(self) -> SequenceNetwork:
@@ -412,6 +439,18 @@ def schedule_lr(optimizer: torch.optim.Optimizer, config: SequentialConfig, step
     optimizer.register_step_pre_hook(before_step)
 
 
+def optimizer(network: SequenceNetwork, config: SequentialConfig) -> torch.optim.Optimizer:
+    """AdamW over the network, or with ``sparse_items`` AdamW over all but the item table
+    and lazy Adam over the item table's rows (:class:`~evorec.models.optim.RowSparseAdamW`)."""
+    if not network.sparse_rows:
+        return torch.optim.AdamW(
+            network.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+    table = network.item_embedding.weight
+    rest = [p for p in network.parameters() if p is not table]
+    return RowSparseAdamW(rest, [table], lr=config.lr, weight_decay=config.weight_decay)
+
+
 class SequenceTask:
     """Sequence-to-sequence training for the loop: every scored position of a training
     sequence (the targets of the model's ``training_example``) is a cross-entropy over the
@@ -429,11 +468,11 @@ class SequenceTask:
         self.examples = len(self.sequences)
         popularity = train.item_popularity.astype(np.float64) ** config.negative_power
         self.negative_probs = torch.from_numpy(popularity / popularity.sum()).float()
+        # logQ correction of every item, on the device once (not per step: big catalogues)
+        self.log_q = torch.log(self.negative_probs * config.n_negatives).to(self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = optimizer(self.network, config)
         if config.lr_schedule != "constant" or config.warmup_epochs > 0:
             batches = math.ceil(self.examples / config.batch_size)
             schedule_lr(self.optimizer, config, math.ceil(batches / config.accumulate))
@@ -480,8 +519,8 @@ class SequenceTask:
 
     def output_loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss (``config.loss``) of interest vectors ``hidden`` for the items ``target``."""
-        hidden, weight = self.model.scoring_space(hidden, self.network.item_weights())
         if self.config.loss == "softmax":
+            hidden, weight = self.model.scoring_space(hidden, self.network.item_weights())
             return F.cross_entropy(hidden @ weight.T, target)
         negatives = torch.multinomial(
             self.negative_probs,
@@ -489,12 +528,15 @@ class SequenceTask:
             replacement=True,
             generator=self.generator,
         ).to(self.device)
-        positive = (hidden * weight[target]).sum(-1, keepdim=True)
-        negative = hidden @ weight[negatives].T
+        # only the rows of the targets and the shared negatives
+        rows = self.network.item_rows(torch.cat([target, negatives]))
+        hidden, rows = self.model.scoring_space(hidden, rows)
+        positive = (hidden * rows[: len(target)]).sum(-1, keepdim=True)
+        negative = hidden @ rows[len(target) :].T
         collision = negatives[None, :] == target[:, None]
         if self.config.loss == "gbce":
             return self.gbce(positive, negative.masked_fill(collision, -torch.inf))
-        log_q = torch.log(self.negative_probs.to(self.device) * self.config.n_negatives)
+        log_q = self.log_q
         positive = positive - log_q[target, None]
         negative = (negative - log_q[negatives][None, :]).masked_fill(collision, -torch.inf)
         logits = torch.cat([positive, negative], dim=1)
