@@ -263,3 +263,49 @@ def test_cli_refuses_unknown_ids_in_one_line(run, model_dir, dataset, flag, valu
     result = run("explain", "--model-dir", model_dir, *[x for kv in args.items() for x in kv])
     assert result.code == 1
     assert message in result.err and len(result.err.strip().splitlines()) == 1
+
+
+# -- service -----------------------------------------------------------------------------
+
+
+def test_the_api_explains_each_recommendation_with_stored_ids_and_times(
+    model_dir, dataset, tmp_path
+):
+    from fastapi.testclient import TestClient
+
+    from evorec.serving import Service, create_app
+    from evorec.store import EventStore
+
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    try:
+        client = TestClient(create_app(Service(model_dir, store)))
+        events = [
+            {"user_id": "newcomer", "item_id": item, "timestamp": 1000 + 60 * n}
+            for n, item in enumerate(PLANTED)
+        ]
+        assert client.post("/events", json=events).status_code == 201
+        url = "/users/newcomer/recommendations"
+        body = client.get(url, params={"k": 3, "explain": "true", "explain_top": 2}).json()
+        first = body["items"][0]
+        assert first["item_id"] == B
+        assert first["explained_by"][0] == {
+            **first["explained_by"][0],
+            "item_id": A,
+            "timestamp": 1000 + 60 * (len(PLANTED) - 1),
+            "shared_attributes": ["genre=shared"],
+        }
+        assert all(len(item["explained_by"]) == 2 for item in body["items"])
+        posted = {e["item_id"]: e["timestamp"] for e in events}
+        for item in body["items"]:
+            for event in item["explained_by"]:
+                assert posted[event["item_id"]] == event["timestamp"]
+        plain = client.get(url, params={"k": 3}).json()
+        assert [i["item_id"] for i in plain["items"]] == [i["item_id"] for i in body["items"]]
+        assert all(item["explained_by"] is None for item in plain["items"])
+        user = str(dataset.user_ids[0])
+        known = client.get(f"/users/{user}/recommendations", params={"explain": "true"}).json()
+        stored = set(dataset.item_ids.gather(dataset.histories[0]).to_list())
+        assert known["items"][0]["explained_by"]
+        assert {e["item_id"] for e in known["items"][0]["explained_by"]} <= stored
+    finally:
+        store.close()

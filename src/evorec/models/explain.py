@@ -68,22 +68,27 @@ class Explanation:
 # -- occlusion --------------------------------------------------------------------------
 
 
-def leave_one_out(history: Histories, positions: np.ndarray) -> Histories:
-    """Row ``r``: the one-row ``history`` without its event ``positions[r]`` (-1: whole),
-    with the aligned timestamps, behaviours and user."""
-    n = int(history.lengths[0])
-    keep = np.arange(n)[None, :] != np.asarray(positions, dtype=np.int64)[:, None]
+def drop_events(history: Histories, dropped: np.ndarray) -> Histories:
+    """Row ``r``: the one-row ``history`` without the events where ``dropped[r]`` (a
+    ``[rows, length]`` mask) is true, with the aligned timestamps, behaviours and user."""
+    keep = ~np.asarray(dropped, dtype=bool)
     events = history.offsets[0] + np.nonzero(keep)[1]
-    offsets = np.zeros(len(positions) + 1, dtype=np.int64)
+    offsets = np.zeros(len(keep) + 1, dtype=np.int64)
     np.cumsum(keep.sum(1), out=offsets[1:])
 
     def pick(values: np.ndarray | None) -> np.ndarray | None:
         return None if values is None else values[events]
 
-    users = None if history.users is None else np.repeat(history.users[:1], len(positions))
+    users = None if history.users is None else np.repeat(history.users[:1], len(keep))
     return Histories(
         offsets, history.items[events], pick(history.timestamps), pick(history.behaviors), users
     )
+
+
+def leave_one_out(history: Histories, positions: np.ndarray) -> Histories:
+    """Row ``r``: the one-row ``history`` without its event ``positions[r]`` (-1: whole)."""
+    n = int(history.lengths[0])
+    return drop_events(history, np.arange(n)[None, :] == np.asarray(positions)[:, None])
 
 
 @dataclass(frozen=True)

@@ -114,10 +114,35 @@ class Ingested(BaseModel):
     )
 
 
+MAX_EXPLAIN = 50  # explaining events per item
+
+
+class ExplainingEvent(BaseModel):
+    """A past event of the user and how much it drives the item."""
+
+    item_id: str | int
+    timestamp: int | None = Field(description="unix seconds, as stored")
+    score_change: float = Field(
+        description="the item's score from the history minus its score without this event"
+    )
+    attention: float | None = Field(
+        description="the event's share of the interest vector's attention (Transformer "
+        "models; null for the others)"
+    )
+    shared_attributes: list[str] = Field(
+        description="`column=value` item attributes the event shares with the recommended item"
+    )
+
+
 class ScoredItem(BaseModel):
     item_id: str | int
     score: float
     rank: int
+    explained_by: list[ExplainingEvent] | None = Field(
+        None,
+        description="with explain=true: the events that drive the item most, by score "
+        "change (none for popularity); null otherwise",
+    )
 
 
 class Recommendations(BaseModel):
