@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import torch
 
 import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
+from evorec.serving.server import running_server
 
 KEY = "fuzz-key"
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,36 +51,18 @@ def main() -> None:
     db = args.work / "events.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    command += ["--db", f"sqlite:///{db}", "--port", str(port), "--api-key", KEY]
     log = args.work / "server.log"
-    server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     report = args.work / "schemathesis.json"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start, see {log}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+    with running_server(model_dir, f"sqlite:///{db}", "--api-key", KEY, log=log) as server:
         fuzz = [sys.executable, "-m", "schemathesis.cli", "--no-color"]
-        fuzz += ["--config-file", str(ROOT / "schemathesis.toml"), "run", f"{url}/openapi.json"]
+        fuzz += ["--config-file", str(ROOT / "schemathesis.toml")]
+        fuzz += ["run", f"{server.url}/openapi.json"]
         fuzz += ["--checks", "all", "--header", f"X-API-Key: {KEY}"]
         fuzz += ["--max-examples", str(args.max_examples), "--seed", str(args.seed)]
         fuzz += ["--report", "json", "--report-json-path", str(report)]
         print(" ".join(fuzz[1:]))
         completed = subprocess.run(fuzz, capture_output=True, text=True)
         print(completed.stdout[-3000:])
-    finally:
-        server.terminate()
-        server.wait()
     summary = json.loads(report.read_text())
     server_errors = log.read_text().count("Traceback")
     result = {

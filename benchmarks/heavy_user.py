@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +35,7 @@ import torch
 import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
+from evorec.serving.server import running_server
 from evorec.store import EventStore
 
 HEAVY = "heavy"
@@ -70,27 +68,6 @@ def fill_store(db: str, model_dir: Path, events: int) -> None:
     store.add_events(frame)
     print(f"stored {events:,} events of one user in {time.perf_counter() - began:.1f}s")
     store.close()
-
-
-def start_server(model_dir: Path, db: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    command += ["--db", db, "--port", str(port)]
-    server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"server exited, see {log}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return server, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit(f"server did not answer /health, see {log}")
 
 
 def timed(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:
@@ -155,12 +132,8 @@ def main() -> None:
         Path(f"{db_file}{suffix}").unlink(missing_ok=True)
     db = f"sqlite:///{db_file}"
     fill_store(db, model_dir, args.events)
-    server, url = start_server(model_dir, db, args.work / "server.log")
-    try:
-        result = measure(url, args.requests)
-    finally:
-        server.terminate()
-        server.wait()
+    with running_server(model_dir, db, log=args.work / "server.log") as server:
+        result = measure(server.url, args.requests)
     result |= {"events": args.events, "requests": args.requests}
     print(json.dumps(result, indent=2))
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -33,9 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +48,7 @@ from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.models.sequential import SequentialRecommender
 from evorec.retrieval import load_or_build_index
+from evorec.serving.server import running_server
 from evorec.store import EventStore
 from evorec.training.incremental import UpdateConfig, grow
 
@@ -84,35 +82,6 @@ def build_model(work: Path, items: int, users: int, epochs: int, noise: float) -
     load_or_build_index(path, np.ascontiguousarray(model.item_vectors(), np.float32))
     print(f"HNSW index over {items:,} items built in {time.perf_counter() - began:.0f}s")
     return path
-
-
-def start_server(
-    model_dir: Path, db: str, log: Path, workers: int
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``evorec serve`` with ``workers`` processes, once every worker answers ``/health``
-    (new connections until each worker's ``X-Evorec-Worker`` header was seen)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    command += ["--db", db, "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    answered: set[str | None] = set()
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"server exited, see {log}")
-        try:
-            response = httpx.get(f"{url}/health", timeout=2)
-            if response.status_code == 200:
-                answered.add(response.headers.get("x-evorec-worker"))
-                if len(answered) == workers:
-                    return server, url
-        except httpx.TransportError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit(f"not every worker answered /health, see {log}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -273,60 +242,59 @@ def measure(
     """Latency steps, maximum sustained rate and ingest of one server configuration."""
     db_file = args.work / f"events-{time.time_ns()}.db"
     db = f"sqlite:///{db_file}"
-    server, url = start_server(model_dir, db, args.work / "server.log", workers)
     results: dict[str, Any] = {}
+    log = args.work / "server.log"
     try:
-        users = np.random.default_rng(0).permutation(dataset.user_ids.to_numpy())
-        paths = [f"/users/{u}/recommendations?k=10" for u in users]
-        asyncio.run(fixed_rate(url, paths[:200], 50, 2, args.connections, server.pid))  # warm-up
-        rates = [float(r) for r in args.rates.split(",")]
-        floor = asyncio.run(
-            fixed_rate(url, ["/health"], rates[0], args.seconds, args.connections, server.pid)
-        )
-        steps = []
-        for rate in rates:
-            step = asyncio.run(
-                fixed_rate(url, paths, rate, args.seconds, args.connections, server.pid)
+        with running_server(model_dir, db, log=log, workers=workers, timeout=600) as server:
+            url, pid = server.url, server.process.pid
+            users = np.random.default_rng(0).permutation(dataset.user_ids.to_numpy())
+            paths = [f"/users/{u}/recommendations?k=10" for u in users]
+            asyncio.run(fixed_rate(url, paths[:200], 50, 2, args.connections, pid))  # warm-up
+            rates = [float(r) for r in args.rates.split(",")]
+            floor = asyncio.run(
+                fixed_rate(url, ["/health"], rates[0], args.seconds, args.connections, pid)
             )
-            steps.append(step)
-            print(json.dumps(step))
-            if step["errors"] or step["achieved"] < 0.95 * rate:
-                break
-        first = steps[0]
-        sustained = [
-            s["rate"] for s in steps if not s["errors"] and s["achieved"] >= 0.95 * s["rate"]
-        ]
-        results.update(health=floor, steps=steps, max_sustained=max(sustained, default=0.0))
-        print(
-            f"recommendations at {first['rate']:.0f} req/s: p50 {first['p50_ms']:.1f} ms "
-            f"({first['p50_ms'] / floor['p50_ms']:.1f}x /health), p99 {first['p99_ms']:.1f} ms "
-            f"({first['p99_ms'] / floor['p99_ms']:.1f}x /health); /health p50 "
-            f"{floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms; server CPU per request "
-            f"{first['server_cpu_ms_per_request']:.2f} ms "
-            f"({floor['server_cpu_ms_per_request']:.2f} ms /health)"
-        )
-        print(
-            f"max sustained recommendation rate (zero errors): {results['max_sustained']:.0f} req/s"
-        )
+            steps = []
+            for rate in rates:
+                step = asyncio.run(
+                    fixed_rate(url, paths, rate, args.seconds, args.connections, pid)
+                )
+                steps.append(step)
+                print(json.dumps(step))
+                if step["errors"] or step["achieved"] < 0.95 * rate:
+                    break
+            first = steps[0]
+            sustained = [
+                s["rate"] for s in steps if not s["errors"] and s["achieved"] >= 0.95 * s["rate"]
+            ]
+            results.update(health=floor, steps=steps, max_sustained=max(sustained, default=0.0))
+            print(
+                f"recommendations at {first['rate']:.0f} req/s: p50 {first['p50_ms']:.1f} ms "
+                f"({first['p50_ms'] / floor['p50_ms']:.1f}x /health), p99 {first['p99_ms']:.1f} ms "
+                f"({first['p99_ms'] / floor['p99_ms']:.1f}x /health); /health p50 "
+                f"{floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms; server CPU per request "
+                f"{first['server_cpu_ms_per_request']:.2f} ms "
+                f"({floor['server_cpu_ms_per_request']:.2f} ms /health)"
+            )
+            best = results["max_sustained"]
+            print(f"max sustained recommendation rate (zero errors): {best:.0f} req/s")
 
-        store = EventStore(db)
-        before = store.count()
-        item_ids = dataset.item_ids.to_list()
-        run = asyncio.run(ingest(url, args.clients, args.batch, args.ingest_seconds, item_ids))
-        stored = store.count() - before
-        store.close()
-        run.update(stored=stored, events_per_second=run["acknowledged"] / run["seconds"])
-        results["ingest"] = run
-        print(
-            f"ingest: {run['events_per_second']:,.0f} events/s acknowledged "
-            f"({run['acknowledged']:,} in {run['seconds']:.1f}s, {args.clients} clients x "
-            f"{args.batch} events), {stored:,} stored, {run['errors']} errors"
-        )
-        if stored < run["acknowledged"]:
-            raise SystemExit("an acknowledged event is missing from the store")
+            store = EventStore(db)
+            before = store.count()
+            item_ids = dataset.item_ids.to_list()
+            run = asyncio.run(ingest(url, args.clients, args.batch, args.ingest_seconds, item_ids))
+            stored = store.count() - before
+            store.close()
+            run.update(stored=stored, events_per_second=run["acknowledged"] / run["seconds"])
+            results["ingest"] = run
+            print(
+                f"ingest: {run['events_per_second']:,.0f} events/s acknowledged "
+                f"({run['acknowledged']:,} in {run['seconds']:.1f}s, {args.clients} clients x "
+                f"{args.batch} events), {stored:,} stored, {run['errors']} errors"
+            )
+            if stored < run["acknowledged"]:
+                raise SystemExit("an acknowledged event is missing from the store")
     finally:
-        server.terminate()
-        server.wait()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db_file}{suffix}").unlink(missing_ok=True)
     return results

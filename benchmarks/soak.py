@@ -24,12 +24,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from heavy_user import start_server  # the server as its own process, once /health answers
 
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.io import write_atomic_text
 from evorec.models import SASRec
+from evorec.serving.server import running_server
 
 
 def rss_mb(pid: int) -> float:
@@ -54,46 +54,45 @@ def main() -> None:
     )
     db = f"sqlite:///{args.work / 'events.db'}"
     (args.work / "events.db").unlink(missing_ok=True)
-    server, url = start_server(model_dir, db, args.work / "server.log")
     users = [str(u) for u in data.user_ids.to_list()]
     items = [str(i) for i in data.item_ids.to_list()]
     rng = np.random.default_rng(0)
     statuses: Counter[str] = Counter()
     samples: list[tuple[float, float]] = []
-    began = time.monotonic()
-    next_sample = began
     rounds = 0
-    try:
-        with httpx.Client(base_url=url, timeout=10) as http:
-            while (now := time.monotonic()) - began < args.seconds:
-                if now >= next_sample:
-                    samples.append((now - began, rss_mb(server.pid)))
-                    next_sample += args.sample
-                user = users[int(rng.integers(len(users)))]
-                stamp = 2_000_000_000 + rounds
-                batch = [
-                    {"user_id": user, "item_id": items[int(rng.integers(len(items)))],
-                     "timestamp": stamp}
-                    for _ in range(5)
-                ]  # fmt: skip
-                key = {"Idempotency-Key": uuid.uuid4().hex}
-                replies = [
-                    http.post("/events", json=batch, headers=key),
-                    http.get(f"/users/{user}/recommendations", params={"k": 10}),
-                    http.get(f"/users/{user}/history", params={"limit": 100}),
-                    http.post(
-                        "/recommendations",
-                        json={"items": [e["item_id"] for e in batch], "k": 10},
-                    ),
-                ]
-                for reply in replies:
-                    statuses[str(reply.status_code)] += 1
-                rounds += 1
-                time.sleep(max(0.0, began + rounds / args.rate - time.monotonic()))
+    with (
+        running_server(model_dir, db, log=args.work / "server.log") as running,
+        httpx.Client(base_url=running.url, timeout=10) as http,
+    ):
+        server = running.process
+        began = time.monotonic()
+        next_sample = began
+        while (now := time.monotonic()) - began < args.seconds:
+            if now >= next_sample:
+                samples.append((now - began, rss_mb(server.pid)))
+                next_sample += args.sample
+            user = users[int(rng.integers(len(users)))]
+            stamp = 2_000_000_000 + rounds
+            batch = [
+                {"user_id": user, "item_id": items[int(rng.integers(len(items)))],
+                 "timestamp": stamp}
+                for _ in range(5)
+            ]  # fmt: skip
+            key = {"Idempotency-Key": uuid.uuid4().hex}
+            replies = [
+                http.post("/events", json=batch, headers=key),
+                http.get(f"/users/{user}/recommendations", params={"k": 10}),
+                http.get(f"/users/{user}/history", params={"limit": 100}),
+                http.post(
+                    "/recommendations",
+                    json={"items": [e["item_id"] for e in batch], "k": 10},
+                ),
+            ]
+            for reply in replies:
+                statuses[str(reply.status_code)] += 1
+            rounds += 1
+            time.sleep(max(0.0, began + rounds / args.rate - time.monotonic()))
         samples.append((time.monotonic() - began, rss_mb(server.pid)))
-    finally:
-        server.kill()
-        server.wait()
     times, rss = np.array(samples).T
     half = times >= times[-1] / 2
     slope = float(np.polyfit(times[half], rss[half], 1)[0] * 60) if half.sum() > 1 else 0.0

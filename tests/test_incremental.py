@@ -31,6 +31,7 @@ from evorec.errors import EvorecError, UnknownIdError
 from evorec.modeldir import model_version, point
 from evorec.models import get_model_class
 from evorec.serving import Service, create_app
+from evorec.serving.server import running_server
 from evorec.serving.watch import ModelWatcher
 from evorec.store import EventStore
 from evorec.training.incremental import (
@@ -342,34 +343,31 @@ def test_watch_swaps_in_an_update_while_requests_run(
 
 
 def test_serve_watch_swaps_versions_in_a_running_server(base_dir: Path, tmp_path: Path) -> None:
-    from test_serving import free_port, retrained_copy, start_server
+    from test_serving import retrained_copy
 
     retrained = retrained_copy(base_dir, tmp_path / "v2")
     link = tmp_path / "current"
     point(link, base_dir)
-    port = free_port()
     options = ("--watch", "--watch-interval", "0.2")
-    server = start_server(link, f"sqlite:///{tmp_path / 'events.db'}", port, *options)
     user = evorec.load_model(base_dir).dataset.user_ids[0]
     statuses: list[int] = []
     versions: list[str] = []
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+    with (
+        running_server(link, f"sqlite:///{tmp_path / 'events.db'}", *options) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
 
-            def get() -> None:
-                response = http.get(f"/users/{user}/recommendations")
-                statuses.append(response.status_code)
-                versions.append(response.json()["model_version"])
+        def get() -> None:
+            response = http.get(f"/users/{user}/recommendations")
+            statuses.append(response.status_code)
+            versions.append(response.json()["model_version"])
 
-            for _ in range(5):
-                get()
-            point(link, retrained)
-            deadline = time.monotonic() + 120
-            while versions[-1] != model_version(retrained) and time.monotonic() < deadline:
-                get()
-    finally:
-        server.terminate()
-        server.wait()
+        for _ in range(5):
+            get()
+        point(link, retrained)
+        deadline = time.monotonic() + 120
+        while versions[-1] != model_version(retrained) and time.monotonic() < deadline:
+            get()
     assert set(statuses) == {200}
     assert versions[0] == model_version(base_dir) and versions[-1] == model_version(retrained)
 

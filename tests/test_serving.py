@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +26,7 @@ import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
 from evorec.serving import Service, create_app
+from evorec.serving.server import running_server
 from evorec.store import EventStore
 
 N_TOPICS = 8
@@ -352,29 +350,6 @@ def test_metrics_count_requests_and_ingested_events(service: Service, client: Te
 # -- the real server -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model_dir: Path, db: str, port: int, *options: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "evorec.cli.main", "serve", "--model-dir", str(model_dir)]
-    command += ["--db", db, "--port", str(port), *options]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"server exited: {server.stderr.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.2)
-    server.kill()
-    raise AssertionError("server did not answer /health")
-
-
 @pytest.mark.parametrize(
     ("backend", "round_"),
     [*(("sqlite", n) for n in range(5)), ("postgresql", 0)],
@@ -386,32 +361,34 @@ def test_acknowledged_events_survive_a_killed_server_exactly_once(
     """SIGKILL in the middle of an event stream, five times on SQLite and once on
     PostgreSQL: every acknowledged event is stored, none twice."""
     db = fresh_postgres() if backend == "postgresql" else f"sqlite:///{tmp_path / 'events.db'}"
-    port = free_port()
-    server = start_server(model_dir, db, port)
     acknowledged: list[tuple[str, str, int]] = []
     sent = 0
-    killer = threading.Timer(1.5, os.kill, (server.pid, signal.SIGKILL))
-    killer.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            while server.poll() is None or sent == 0:
-                batch = [(f"crash-{sent % 7}", f"item-{sent}-{n}", sent * 10 + n) for n in range(5)]
-                sent += 1
-                body = [{"user_id": u, "item_id": i, "timestamp": t} for u, i, t in batch]
-                try:
-                    response = http.post("/events", json=body)
-                except httpx.TransportError:
-                    break  # the server died with this request in flight
-                assert response.status_code == 201
-                acknowledged += batch
-    finally:
-        killer.cancel()
-        server.kill()
-        server.wait()
-    assert server.returncode == -signal.SIGKILL and len(acknowledged) >= 25
+    with running_server(model_dir, db) as server:
+        process = server.process
+        killer = threading.Timer(1.5, os.kill, (process.pid, signal.SIGKILL))
+        killer.start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=5) as http:
+                while process.poll() is None or sent == 0:
+                    batch = [
+                        (f"crash-{sent % 7}", f"item-{sent}-{n}", sent * 10 + n) for n in range(5)
+                    ]
+                    sent += 1
+                    body = [{"user_id": u, "item_id": i, "timestamp": t} for u, i, t in batch]
+                    try:
+                        response = http.post("/events", json=body)
+                    except httpx.TransportError:
+                        break  # the server died with this request in flight
+                    assert response.status_code == 201
+                    acknowledged += batch
+        finally:
+            killer.cancel()
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL and len(acknowledged) >= 25
 
-    server = start_server(model_dir, db, port)  # restarts on the same store, no reseeding
-    try:
+    # restarts on the same store, no reseeding
+    with running_server(model_dir, db, port=server.port):
         store = EventStore(db)
         stored = store.events().filter(store.events()["user_id"].str.starts_with("crash-"))
         keys = list(zip(stored["user_id"], stored["item_id"], stored["timestamp"], strict=True))
@@ -421,9 +398,6 @@ def test_acknowledged_events_survive_a_killed_server_exactly_once(
         seeded = store.count() - len(keys)
         assert seeded == evorec.load_model(model_dir).dataset.n_events
         store.close()
-    finally:
-        server.kill()
-        server.wait()
 
 
 def test_serve_reports_a_bad_model_dir_in_one_line(run, tmp_path: Path) -> None:
@@ -469,48 +443,45 @@ def test_workers_share_the_store_sum_their_metrics_and_all_follow_the_watched_li
     point(link, model_dir)
     old, new = model_version(model_dir), model_version(retrained)
     user = evorec.load_model(model_dir).dataset.user_ids[0]
-    url = f"http://127.0.0.1:{port}" if (port := free_port()) else ""
-    options = ("--workers", "2", "--watch", "--watch-interval", "0.2")
-    server = start_server(link, f"sqlite:///{tmp_path / 'events.db'}", port, *options)
+    db = f"sqlite:///{tmp_path / 'events.db'}"
+    options = ("--watch", "--watch-interval", "0.2")
 
     def get(path: str) -> httpx.Response:
-        return httpx.get(url + path, timeout=30)  # a new connection: any worker may answer
+        # a new connection: any worker may answer
+        return httpx.get(server.url + path, timeout=30)
 
     def workers_of(responses: list[httpx.Response]) -> set[str]:
         assert {r.status_code for r in responses} == {200}
         return {r.headers["x-evorec-worker"] for r in responses}
 
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            # both workers answer once both have loaded the model
-            deadline = time.monotonic() + 120
-            while len(workers_of(list(pool.map(get, ["/health"] * 16)))) < 2:
-                assert time.monotonic() < deadline, "one worker answered every request"
-            # a write through one worker is read through any other
-            for n in range(10):
-                body = {"user_id": "multi", "item_id": f"item-{n}", "timestamp": n}
-                assert httpx.post(url + "/events", json=body).status_code == 201
-                reads = list(pool.map(get, ["/users/multi/history"] * 8))
-                assert {len(r.json()["events"]) for r in reads} == {n + 1}
-            recs = list(pool.map(get, [f"/users/{user}/recommendations"] * 40))
-            assert len(workers_of(recs)) == 2
-            # counted by whichever worker answered, summed over both
-            text = get("/metrics").text
-            route = 'route="/users/{user_id}/recommendations"'
-            assert f'evorec_http_requests_total{{method="GET",{route},status="200"}} 40.0' in text
-            assert "evorec_events_ingested_total 10.0" in text
-            # the reload swaps in one worker and re-points the link for the others
-            reload = httpx.post(url + "/admin/reload", json={"model_dir": str(retrained)})
-            assert reload.json() == {"model_version": new, "previous_version": old}
-            assert link.resolve() == retrained.resolve()
-            # every worker swapped once the old version is served by none
-            deadline = time.monotonic() + 120
-            while f'evorec_model_info{{version="{old}"}} 0.0' not in get("/metrics").text:
-                assert time.monotonic() < deadline, "a worker kept the old model"
-                time.sleep(0.2)
-            recs = list(pool.map(get, [f"/users/{user}/recommendations"] * 20))
-            assert {r.json()["model_version"] for r in recs} == {new}
-            assert f'evorec_model_info{{version="{new}"}} 1.0' in get("/metrics").text
-    finally:
-        server.terminate()
-        server.wait()
+    with running_server(link, db, *options, workers=2) as server, ThreadPoolExecutor(8) as pool:
+        url = server.url
+        # both workers answer once both have loaded the model
+        deadline = time.monotonic() + 120
+        while len(workers_of(list(pool.map(get, ["/health"] * 16)))) < 2:
+            assert time.monotonic() < deadline, "one worker answered every request"
+        # a write through one worker is read through any other
+        for n in range(10):
+            body = {"user_id": "multi", "item_id": f"item-{n}", "timestamp": n}
+            assert httpx.post(url + "/events", json=body).status_code == 201
+            reads = list(pool.map(get, ["/users/multi/history"] * 8))
+            assert {len(r.json()["events"]) for r in reads} == {n + 1}
+        recs = list(pool.map(get, [f"/users/{user}/recommendations"] * 40))
+        assert len(workers_of(recs)) == 2
+        # counted by whichever worker answered, summed over both
+        text = get("/metrics").text
+        route = 'route="/users/{user_id}/recommendations"'
+        assert f'evorec_http_requests_total{{method="GET",{route},status="200"}} 40.0' in text
+        assert "evorec_events_ingested_total 10.0" in text
+        # the reload swaps in one worker and re-points the link for the others
+        reload = httpx.post(url + "/admin/reload", json={"model_dir": str(retrained)})
+        assert reload.json() == {"model_version": new, "previous_version": old}
+        assert link.resolve() == retrained.resolve()
+        # every worker swapped once the old version is served by none
+        deadline = time.monotonic() + 120
+        while f'evorec_model_info{{version="{old}"}} 0.0' not in get("/metrics").text:
+            assert time.monotonic() < deadline, "a worker kept the old model"
+            time.sleep(0.2)
+        recs = list(pool.map(get, [f"/users/{user}/recommendations"] * 20))
+        assert {r.json()["model_version"] for r in recs} == {new}
+        assert f'evorec_model_info{{version="{new}"}} 1.0' in get("/metrics").text
