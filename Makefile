@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench-beauty clean
+.PHONY: venv demo dashboard test lint bench-beauty clean
 
 $(BIN)/evorec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,16 @@ venv: $(BIN)/evorec
 demo: venv
 	$(BIN)/evorec demo
 
+# the service on the demo's SASRec model, the dashboard at http://127.0.0.1:8000/dashboard
+dashboard: venv
+	$(BIN)/evorec serve --model-dir runs/demo/model
+
 # the suite with nothing skipped: a throwaway PostgreSQL server for the store tests
-# (unless EVOREC_TEST_POSTGRES_URL names one), stopped when the run ends
+# (unless EVOREC_TEST_POSTGRES_URL names one), stopped when the run ends; Debian's chromium
+# for the dashboard's browser tests
 test: venv
 	$(BIN)/ruff check src tests benchmarks
+	bash .ci/chromium.sh
 	bash -c 'set -euo pipefail; if [ -z "$${EVOREC_TEST_POSTGRES_URL:-}" ]; then \
 		source .ci/postgres.sh; fi; $(BIN)/pytest -q'
 

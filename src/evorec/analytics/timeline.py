@@ -1,11 +1,11 @@
 """One user's interest timeline: what the model reads from each prefix of the history.
 
 After each event ``t`` the history up to ``t`` is encoded (every prefix in one ``encode``
-call), scored against every item (``s = i · v``, seen items out), and the model's interest
-is read as the category mix of its top-N items. Beside it: the observed category mix of the
-last ``window`` events, and shift points, where the events' mix moves: the Jensen-Shannon
-divergence between the ``window`` events before ``t`` and the ``window`` events from ``t``
-on, at a local maximum above ``threshold``.
+call) and ranked against every item (``Recommender.rank``: ``s = i · v``, seen items out);
+the model's interest is read as the category mix of its top-N items. Beside it: the
+observed category mix of the last ``window`` events, and shift points, where the events'
+mix moves: the Jensen-Shannon divergence between the ``window`` events before ``t`` and
+the ``window`` events from ``t`` on, at a local maximum above ``threshold``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.errors import DataError
 from evorec.models.base import Recommender
-from evorec.retrieval.ranking import exclude_seen
 
 TOP_N = 10
 WINDOW = 6  # events per side of the shift test, and of the observed mix
@@ -153,10 +152,7 @@ def prefixes(history: Histories, ends: np.ndarray) -> Histories:
 
 def top_items(model: Recommender, histories: Histories, k: int) -> np.ndarray:
     """The top-``k`` unseen items of each history (``[rows, k]``, by ``s = i · v``)."""
-    scores = model.score(histories).float()
-    exclude_seen(scores, histories)
-    k = min(k, scores.shape[1])
-    return scores.topk(k, dim=1).indices.numpy()
+    return model.rank(histories, k, exclude=histories).items
 
 
 def rolling_mix(member: np.ndarray, window: int) -> np.ndarray:

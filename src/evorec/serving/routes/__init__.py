@@ -8,7 +8,21 @@ module here with its router, named once below.
 
 from fastapi import APIRouter
 
-from evorec.serving.routes import admin, events, health, items, recommendations, users
+from evorec.serving.routes import (
+    admin,
+    dashboard,
+    events,
+    health,
+    items,
+    recommendations,
+    users,
+)
 
-OPEN: tuple[APIRouter, ...] = (recommendations.router, items.router, users.router, health.router)
+OPEN: tuple[APIRouter, ...] = (
+    recommendations.router,
+    items.router,
+    users.router,
+    health.router,
+    dashboard.router,
+)
 KEYED: tuple[APIRouter, ...] = (events.router, users.writes, admin.router)

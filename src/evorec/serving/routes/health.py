@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from evorec.serving.guards import StrictJSONRoute
 from evorec.serving.routes.common import ServiceDep, responses
 from evorec.serving.schemas import Health
+from evorec.serving.service import Service
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -27,8 +28,14 @@ def health(service: ServiceDep) -> Health:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus text format; with worker processes, the sum over all of them."""
-    registry = service.registry
-    if service.multiprocess:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(exported_registry(service)), media_type=CONTENT_TYPE_LATEST)
+
+
+def exported_registry(service: Service) -> CollectorRegistry:
+    """The metrics ``/metrics`` exports: the service's, or with worker processes the
+    collector summing every worker's files."""
+    if not service.multiprocess:
+        return service.registry
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
