@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,11 @@ def test_forgetting_retrains_only_the_users_shard_exactly_as_training_without_th
     assert manifest["forget"]["users"] == 1 and manifest["forget"]["retrained_shards"] == [1]
     assert "test" not in manifest and manifest["cutoff"] == read_manifest(base_dir)["cutoff"]
     assert set(manifest["forget"]) == {
-        "users", "events", "retrained_shards", "shards", "train_seconds"
+        "users",
+        "events",
+        "retrained_shards",
+        "shards",
+        "train_seconds",
     }  # counts, no ids
     assert base_dir.is_dir()  # keep_old
 
@@ -292,3 +297,100 @@ def _catalogue(n_items: int) -> pl.DataFrame:
     """One catalogue user taking every item once, so that every item has an id."""
     items = list(range(n_items))
     return pl.DataFrame({"user_id": [-1] * n_items, "item_id": items, "timestamp": items})
+
+
+# -- the service's erasure path and every file it leaves ---------------------------------
+
+DISTINCT = "erase-me-5f3c9a71"  # an id no other text in these files contains
+
+
+def files_naming(root: Path, text: str) -> list[str]:
+    """Every file under ``root`` holding ``text``: in its bytes, or (Parquet, which may
+    compress) in any value of its columns."""
+    found = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        if text.encode() in file.read_bytes():
+            found.append(str(file))
+        elif file.suffix == ".parquet":
+            frame = pl.read_parquet(file)
+            for column in frame.columns:
+                values = frame[column]
+                if isinstance(values.dtype, pl.List):
+                    values = values.explode()
+                strings = values.cast(pl.Utf8, strict=False)
+                if strings.str.contains(text, literal=True).any():
+                    found.append(f"{file}:{column}")
+    return found
+
+
+def test_an_erased_user_leaves_no_trace_in_any_file_the_service_and_update_write(
+    data: Dataset, tmp_path: Path, one_torch_thread: None
+) -> None:
+    import httpx
+
+    from evorec.serving.server import running_server
+
+    # a SASRec (what `update` fine-tunes) trained with the distinctive user among its users
+    renamed = pl.Series([DISTINCT, *data.user_ids.cast(pl.Utf8).to_list()[1:]])
+    frame = pl.DataFrame(
+        {
+            "user_id": renamed.gather(data.events["user_idx"]),
+            "item_id": data.item_ids.gather(data.events["item_idx"]),
+            "timestamp": data.events["timestamp"],
+        }
+    )
+    dataset = evorec.from_frame(frame, preprocess_config={"min_user_events": 1})
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    sasrec = {"name": "sasrec", **SETTINGS, "epochs": 2}
+    train(RunConfig(model=sasrec), models / "v1", dataset=dataset)
+    link = models / "current"
+    point(link, models / "v1")
+    url = f"sqlite:///{tmp_path / 'store' / 'events.db'}"
+
+    options = ("--watch", "--watch-interval", "0.2")
+    with running_server(link, url, *options, log=logs / "serve.log") as server:
+        client = httpx.Client(base_url=server.url, timeout=60)
+        top = int(dataset.events["timestamp"].max())
+        live = {"user_id": DISTINCT, "item_id": str(dataset.item_ids[0]), "timestamp": top + 1}
+        assert client.post("/events", json=live).status_code == 201
+        assert client.get(f"/users/{DISTINCT}/recommendations").status_code == 200
+        # the search finds the id where it is: the store and the model's dataset
+        assert files_naming(tmp_path / "store", DISTINCT)
+        assert files_naming(models / "v1", DISTINCT)
+        before = client.get("/health").json()["model_version"]
+
+        assert client.delete(f"/users/{DISTINCT}").status_code == 200
+        started = client.post("/admin/forget")
+        assert started.status_code == 202 and started.json()["pending_users"] in (0, 1)
+        for _ in range(600):
+            status = client.get("/admin/forget/status").json()
+            if status["state"] != "running":
+                break
+            time.sleep(0.2)
+        assert status["state"] == "idle" and status["pending_users"] == 0, status
+        assert status["forgotten_users"] == 1
+        assert client.get("/health").json()["model_version"] != before
+        assert client.get(f"/users/{DISTINCT}/recommendations").status_code == 404
+        other = {"user_id": "late-user", "item_id": str(dataset.item_ids[1]), "timestamp": top + 2}
+        later = [other, {**other, "item_id": str(dataset.item_ids[2]), "timestamp": top + 3}]
+        assert client.post("/events", json=later).status_code == 201
+
+    updated = evorec_cli(
+        "update",
+        "--model-dir",
+        link,
+        "--out",
+        models / "v3",
+        "--db",
+        url,
+        "--link",
+        link,
+        "--epochs",
+        "1",
+        "--quiet",
+    )
+    (logs / "update.log").write_text(updated.stdout + updated.stderr)
+    assert updated.returncode == 0, updated.stderr
+    assert link.resolve() == (models / "v3").resolve() and not (models / "v1").exists()
+    assert files_naming(tmp_path, DISTINCT) == []

@@ -1,4 +1,6 @@
-"""``POST /admin/reload`` (behind the API key): swap another model directory in."""
+"""``POST /admin/reload`` (behind the API key): swap another model directory in;
+``POST /admin/forget`` / ``GET /admin/forget/status``: forget the erased users in the
+background (``evorec.serving.forgetting``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from fastapi import APIRouter, HTTPException
 
 from evorec.errors import EvorecError
 from evorec.modeldir import point
+from evorec.serving.forgetting import ForgetStatus, forgetting
 from evorec.serving.guards import StrictJSONRoute, invalid
 from evorec.serving.routes.common import ServiceDep, responses
 from evorec.serving.schemas import Reloaded, ReloadIn
@@ -37,6 +40,31 @@ def reload(service: ServiceDep, body: ReloadIn | None = None) -> Reloaded:
     if link is not None:
         point(link, service.current.model_dir)
     return Reloaded(model_version=version, previous_version=previous)
+
+
+@router.post("/admin/forget", status_code=202, responses=responses(409, 415, 503))
+def start_forgetting(service: ServiceDep) -> ForgetStatus:
+    """Start forgetting every erased user (``DELETE /users/{id}``) that the served model
+    still holds, in the background: a sharded model retrains only their shards, any other
+    model is retrained whole; the new version is swapped in as by ``/admin/reload`` (the
+    watched link re-pointed), and the old versions that held them are removed. Users
+    erased meanwhile are forgotten by the same run. The reply is the state at once."""
+    link = service.watched_link
+    if service.workers > 1 and link is None:
+        raise HTTPException(
+            409,
+            f"{service.workers} worker processes serve this model and a forget reaches "
+            "one: serve a link with --watch, then the forget re-points it",
+        )
+    forgetting(service).start()
+    return forgetting(service).status()
+
+
+@router.get("/admin/forget/status", responses=responses(503))
+def forgetting_status(service: ServiceDep) -> ForgetStatus:
+    """Where forgetting stands: ``running``, ``idle`` or ``failed`` (with the error), the
+    erased users the served model still holds and those forgotten so far."""
+    return forgetting(service).status()
 
 
 def _load_failure(target: Path, exc: Exception) -> str:

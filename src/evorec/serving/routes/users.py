@@ -57,8 +57,9 @@ def user_history(
 
 @writes.delete("/users/{user_id}", responses=responses(404, 415, 503))
 def delete_user(user_id: UserId, service: ServiceDep) -> Deleted:
-    """Erase every stored event of the user and log the erasure (the next ``evorec
-    update`` drops the user from the model's files); afterwards the id is unknown."""
+    """Erase every stored event of the user and log the erasure (``POST /admin/forget``
+    then retrains what learned from the user; the next ``evorec update`` drops the user
+    from the model's files too); afterwards the id is unknown."""
     deleted = service.store.delete_user(user_id)
     if deleted == 0:
         raise UnknownIdError(f"unknown user id {user_id!r}")
