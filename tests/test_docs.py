@@ -1,4 +1,5 @@
-"""docs/benchmarks.md names only results files that exist, and every table of numbers has one."""
+"""docs/benchmarks.md names only results files that exist, and every table of numbers has one;
+docs/architecture.md's models table and the public exports list every registered model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 RESULTS = ROOT / "benchmarks" / "results"
 
 # Bare file names in the doc that are inputs, not results.
@@ -145,3 +147,34 @@ def test_a_table_of_numbers_needs_an_existing_results_file(tmp_path: Path) -> No
     )
     assert sections_without_results(text, tmp_path) == ["Unsourced", "Missing source"]
     assert missing_results(text, tmp_path) == ["gone.json"]
+
+
+def test_the_models_table_is_the_registrys() -> None:
+    from evorec.models import models_table
+
+    assert models_table() in ARCHITECTURE.read_text(), (
+        "the models table of docs/architecture.md differs from the registry: replace it with "
+        "the output of python -c 'from evorec.models import models_table; print(models_table())'"
+    )
+
+
+def test_a_model_missing_from_the_table_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evorec.models import MODELS, MostPopular, models_table
+
+    class Unlisted(MostPopular):
+        """A model no document names."""
+
+    monkeypatch.setitem(MODELS, "unlisted", Unlisted)
+    assert "| `unlisted` | `Unlisted` |" in models_table()
+    assert models_table() not in ARCHITECTURE.read_text()
+
+
+def test_every_registered_model_is_exported() -> None:
+    import evorec
+    import evorec.models
+    from evorec.models import MODELS
+
+    for package in (evorec, evorec.models):
+        missing = [cls.__name__ for cls in MODELS.values() if cls.__name__ not in package.__all__]
+        assert not missing, f"{package.__name__}.__all__ lacks {missing}"
+        assert all(getattr(package, cls.__name__) is cls for cls in MODELS.values())

@@ -16,6 +16,7 @@ from rich.table import Table
 from evorec.cli.parallel import NprocOption, distributed
 from evorec.errors import ConfigError, DataError, EvorecError
 from evorec.io import write_atomic, write_atomic_text
+from evorec.models import MODELS, SequentialRecommender
 from evorec.version import __version__
 
 app = typer.Typer(
@@ -32,6 +33,11 @@ SECTIONS = ("data", "model", "evaluation")
 ENCODING_HELP = "text encoding of the data files, e.g. latin-1 (default: data.encoding, utf-8)"
 # what ``recommend --out`` writes, by the file's extension
 OUTPUT_FORMATS = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
+# the --model help, from the registry
+MODEL_NAMES = ", ".join(MODELS)
+SEQUENCE_MODEL_NAMES = ", ".join(
+    name for name, cls in MODELS.items() if issubclass(cls, SequentialRecommender)
+)
 
 
 @app.callback()
@@ -159,7 +165,7 @@ def train(
         str | None,
         typer.Option(
             "--model",
-            help="pop, ease, gru4rec, sasrec, lstm, caser, bert4rec, tisasrec, hstu",
+            help=f"one of {MODEL_NAMES}",
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
@@ -366,7 +372,9 @@ def bench(
     data: Annotated[list[str], typer.Option("--data", help="dataset path (repeatable)")],
     out: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written too)")],
     fmt: Annotated[str, typer.Option("--format", help="input format")] = "auto",
-    models: Annotated[str, typer.Option(help="comma-separated models")] = "pop,ease,gru4rec,sasrec",
+    models: Annotated[
+        str, typer.Option(help=f"comma-separated models, from {MODEL_NAMES}")
+    ] = "pop,ease,gru4rec,sasrec",
     sets: Annotated[
         list[str] | None,
         typer.Option("--set", help="override: key=value for all models, sasrec.key=value for one"),
@@ -419,7 +427,9 @@ def _seed_list(seeds: str | None) -> list[int] | None:
 @app.command()
 def sweep(
     data: Annotated[str, typer.Option("--data", help="dataset path")],
-    model: Annotated[str, typer.Option("--model", help="sequence model to scale")],
+    model: Annotated[
+        str, typer.Option("--model", help=f"sequence model to scale: {SEQUENCE_MODEL_NAMES}")
+    ],
     sizes: Annotated[
         list[str],
         typer.Option("--size", help="one size as key=value pairs, e.g. 'dim=64,layers=2' (repeat)"),
@@ -614,7 +624,9 @@ def pretrain(
     out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
     fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="sequence model")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help=f"sequence model: {SEQUENCE_MODEL_NAMES}")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
     refit: RefitOption = True,
