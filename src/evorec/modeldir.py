@@ -43,6 +43,8 @@ MANIFEST_TYPES: dict[str, tuple[type, str]] = {
     "cutoff": (dict, "an object"),
     "lineage": (list, "an array"),
     "shards": (dict, "an object"),
+    "compression": (dict, "an object"),
+    "retrieval": (dict, "an object"),
 }
 
 
@@ -139,6 +141,25 @@ def recorded_cutoff(manifest: dict[str, Any]) -> Cutoff | None:
         recorded.get("store"),
         recorded.get("store_id"),
     )
+
+
+def recorded_compression(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's ``compression`` entry (``method`` and its settings), or None for a
+    model saved uncompressed."""
+    return manifest.get("compression")
+
+
+def recorded_retrieval(directory: Path) -> dict[str, Any] | None:
+    """The retrieval settings a model directory's manifest records (``evorec compress
+    --method sq8|pq``), or None: the service searches its item vectors with them."""
+    file = directory / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        recorded = json.loads(file.read_bytes()).get("retrieval")
+    except (OSError, ValueError, AttributeError):
+        return None  # read_manifest names what is wrong when the model loads
+    return recorded if isinstance(recorded, dict) else None
 
 
 def lineage(manifest: dict[str, Any], parent: str) -> list[str]:

@@ -67,6 +67,10 @@ def _register_subcommands() -> None:
     from evorec.cli.inspect_commands import register as register_inspect
 
     register_inspect(app)
+    from evorec.cli.compress_commands import register as register_compress
+
+    register_compress(app)
+
 
 def _overrides(sets: list[str] | None) -> list[str]:
     """``key=value`` without a section prefix applies to the model section."""

@@ -30,7 +30,16 @@ from evorec.errors import (
     ModelDirError,
     first_validation_error,
 )
-from evorec.modeldir import CONFIG, DATASET, MANIFEST, STATE, read_manifest, write_model_dir
+from evorec.modeldir import (
+    CONFIG,
+    DATASET,
+    MANIFEST,
+    STATE,
+    read_manifest,
+    recorded_compression,
+    write_model_dir,
+)
+from evorec.models.compression import after_load, compress_state, decode_state
 from evorec.retrieval.ranking import Fallback, Ranking, rank
 
 if TYPE_CHECKING:
@@ -114,6 +123,7 @@ class Recommender(ABC):
             raise ConfigError(f"invalid {self.name} config: {problem}") from None
         self.dataset: Dataset | None = None
         self.fit_info: dict[str, Any] = {}
+        self.compression: dict[str, Any] | None = None  # how save stores the parameters
         self._checkpoint: Path | None = None  # of the fit in progress
         self._resume = False
 
@@ -323,10 +333,13 @@ class Recommender(ABC):
 
         def write(tmp: Path) -> None:
             (tmp / CONFIG).write_text(yaml.safe_dump(self.config.model_dump()))
-            torch.save(_as_tensors(self._state()), tmp / STATE)
+            state = compress_state(self._state(), self.compression)
+            torch.save(_as_tensors(state), tmp / STATE)
             dataset.save(tmp / DATASET)
 
         manifest = {"model": self.name, "fit_info": self.fit_info, **(extra or {})}
+        if self.compression is not None:
+            manifest["compression"] = self.compression
         return write_model_dir(path, manifest, write, files, keep)
 
     @classmethod
@@ -350,7 +363,9 @@ class Recommender(ABC):
         except DataError as exc:
             raise ModelDirError(str(exc)) from None
         model.fit_info = manifest.get("fit_info", {})
+        model.compression = recorded_compression(manifest)
         _load_parameters(model, path / STATE)
+        after_load(model, path / STATE)
         return model
 
 
@@ -415,6 +430,7 @@ def _load_parameters(model: Recommender, file: Path) -> None:
             f"{file}: holds a {type(state).__name__}, not a mapping of named parameters"
         )
     dataset = model._require_fitted()
+    state = decode_state(state, model.compression, file)
     try:
         model._load_state(state)
         vectors = np.asarray(model.item_vectors())

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evorec.errors import ConfigError, first_validation_error
 
-IndexKind = Literal["exact", "hnsw", "ivf"]
+IndexKind = Literal["exact", "hnsw", "ivf", "sq8", "pq"]
 
 
 class RetrievalConfig(BaseModel):
@@ -16,8 +16,10 @@ class RetrievalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["auto", "exact", "hnsw", "ivf"] = Field(
-        "auto", description="auto: exact up to ann_threshold items, HNSW above"
+    kind: Literal["auto", "exact", "hnsw", "ivf", "sq8", "pq"] = Field(
+        "auto",
+        description="auto: exact up to ann_threshold items, HNSW above; sq8 and pq are IVF "
+        "indexes holding 8-bit scalar-quantised or product-quantised vectors",
     )
     ann_threshold: int = Field(
         100_000, ge=0, description="catalogue size above which auto uses HNSW"
@@ -36,6 +38,9 @@ class RetrievalConfig(BaseModel):
         None, ge=1, description="IVF cells; default 4·sqrt(items), at most items/39"
     )
     nprobe: int = Field(32, ge=1, description="IVF cells scanned per query")
+    pq_m: int | None = Field(
+        None, ge=1, description="PQ sub-vectors per item vector (1 byte each); default dim/4"
+    )
     train_size: int = Field(
         200_000, ge=1, description="IVF k-means training sample (items drawn at random)"
     )

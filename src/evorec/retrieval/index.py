@@ -21,6 +21,7 @@ import numpy as np
 
 from evorec.errors import EvorecError, ModelDirError
 from evorec.io import write_atomic
+from evorec.modeldir import recorded_retrieval
 from evorec.retrieval.config import IndexKind, RetrievalConfig, retrieval_config
 from evorec.retrieval.ranking import (
     Exclusions,
@@ -215,6 +216,40 @@ class IVFIndex(ANNIndex):
         return params
 
 
+class IVFSQIndex(IVFIndex):
+    """faiss ``IndexIVFScalarQuantizer``: IVF cells of vectors stored as 8-bit codes per
+    dimension (a quarter of float32), scored by inner product on the decoded codes."""
+
+    kind = "sq8"
+
+
+class IVFPQIndex(IVFIndex):
+    """faiss ``IndexIVFPQ``: IVF cells of product-quantised vectors (``pq_m`` bytes each)."""
+
+    kind = "pq"
+
+
+LOSSY_KINDS = ("sq8", "pq")  # indexes whose stored vectors only approximate the model's
+
+
+def _ivf_index(kind: IndexKind, dim: int, nlist: int, config: RetrievalConfig) -> faiss.IndexIVF:
+    """An untrained IVF index of ``kind`` (``ivf``, ``sq8`` or ``pq``) by inner product."""
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "sq8":
+        return faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+    if kind == "pq":
+        m = config.pq_m or max(1, dim // 4)
+        if dim % m:
+            raise EvorecError(f"retrieval pq_m={m} does not divide the vector width {dim}")
+        return faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+
+
+IVF_CLASSES: dict[str, type[IVFIndex]] = {"ivf": IVFIndex, "sq8": IVFSQIndex, "pq": IVFPQIndex}
+
+
 def build_index(
     item_vectors: np.ndarray, config: RetrievalConfig | dict[str, Any] | None = None
 ) -> ItemIndex:
@@ -237,7 +272,7 @@ def build_index(
     nlist = config.nlist or int(np.clip(4 * np.sqrt(n_items), 1, max(1, n_items // 39)))
     if nlist > n_items:
         raise EvorecError(f"retrieval nlist={nlist} exceeds the {n_items} items to index")
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf = _ivf_index(kind, dim, nlist, config)
     ivf.cp.seed = config.seed
     sample = vectors
     if n_items > config.train_size:
@@ -245,7 +280,7 @@ def build_index(
         sample = vectors[np.sort(rng.choice(n_items, config.train_size, replace=False))]
     ivf.train(sample)
     ivf.add(vectors)
-    return IVFIndex(ivf, vectors, config)
+    return IVF_CLASSES[kind](ivf, vectors, config)
 
 
 def load_index(
@@ -266,6 +301,10 @@ def load_index(
             )
         elif isinstance(index, faiss.IndexIVFFlat):
             loaded = IVFIndex(index, _ivf_vectors(index), config)  # checks the item ids
+        elif isinstance(index, faiss.IndexIVFScalarQuantizer):
+            loaded = IVFSQIndex(index, _ivf_vectors(index), config)  # decoded codes
+        elif isinstance(index, faiss.IndexIVFPQ):
+            loaded = IVFPQIndex(index, _ivf_vectors(index), config)
         elif isinstance(index, faiss.IndexFlat):
             loaded = ExactIndex(index, _flat_vectors(index), config)
         else:
@@ -288,22 +327,29 @@ def load_or_build_index(
     and saved there first if missing; exact indexes are built, never saved.
 
     The file name holds a digest of the vectors and build settings, so an index of other
-    vectors or settings is never reused; it is replaced."""
-    config = retrieval_config(config)
+    vectors or settings is never reused; it is replaced. Without ``config``, the settings
+    the directory's manifest records (a compressed model's), else the defaults."""
+    directory = Path(directory)
+    config = retrieval_config(config if config is not None else recorded_retrieval(directory))
     vectors = as_matrix(item_vectors, "item vectors")
     kind = config.resolved_kind(len(vectors))
     if kind == "exact":
         return build_index(vectors, config)
     build = config.model_dump(
-        include={"hnsw_m", "ef_construction"} if kind == "hnsw" else {"nlist", "train_size", "seed"}
+        include={"hnsw_m", "ef_construction"}
+        if kind == "hnsw"
+        else {"nlist", "train_size", "seed", *(("pq_m",) if kind == "pq" else ())}
     )
     digest = hashlib.sha256(vectors.tobytes())
     digest.update(json.dumps({"kind": kind, **build}, sort_keys=True).encode())
-    directory = Path(directory)
     path = directory / f"{INDEX_FILE_PREFIX}{kind}-{digest.hexdigest()[:16]}.faiss"
     if path.is_file():
         loaded = load_index(path, config)
-        if loaded.vectors.shape != vectors.shape or not np.array_equal(loaded.vectors, vectors):
+        if kind in LOSSY_KINDS and loaded.vectors.shape == vectors.shape:
+            # codes only approximate the vectors (the digest names them): score exactly
+            # with the model's own where the search falls back to exact scoring
+            loaded.vectors = vectors
+        elif loaded.vectors.shape != vectors.shape or not np.array_equal(loaded.vectors, vectors):
             raise ModelDirError(
                 f"{path}: the item index does not hold the model's item vectors (corrupt); "
                 "delete it to have it rebuilt"
@@ -345,8 +391,9 @@ def _flat_vectors(flat: faiss.IndexFlat) -> np.ndarray:
     return faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
 
 
-def _ivf_vectors(ivf: faiss.IndexIVFFlat) -> np.ndarray:
-    """The vectors of an IVF index in item order (a copy; IVF stores them by cell)."""
+def _ivf_vectors(ivf: faiss.IndexIVF) -> np.ndarray:
+    """The vectors of an IVF index in item order (a copy; IVF stores them by cell; decoded
+    from their codes for the quantised kinds)."""
     ivf.make_direct_map()
     vectors = ivf.reconstruct_n(0, ivf.ntotal)
     ivf.set_direct_map_type(faiss.DirectMap.NoMap)

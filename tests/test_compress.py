@@ -1,0 +1,161 @@
+"""evorec compress: quantised parameters and indexes, pruning and distillation each write a
+model directory that loads, recommends and scores close to the original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evorec.data.preprocess import PreprocessConfig, preprocess
+from evorec.data.simulate import simulate
+from evorec.data.split import Split, leave_one_out
+from evorec.evaluation.evaluator import evaluate
+from evorec.models import SASRec
+from evorec.models.base import Recommender
+from evorec.models.compression import sparsity
+from evorec.retrieval import build_index
+from evorec.serving.engine import ServedModel
+from evorec.training.compress import compress
+from evorec.training.distill import distill
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"dim": 32, "max_len": 20, "batch_size": 64, "device": "cpu", "lr": 0.005, "dropout": 0.1}
+
+# how close a compressed model's scores stay to the original's: the Pearson correlation of
+# all scores of the test histories, and the share of each top-10 that is kept
+CLOSE = {
+    "fp16": (0.9999, 0.95),
+    "int8": (0.999, 0.85),
+    "dynamic-int8": (0.99, 0.8),
+    "prune": (0.95, 0.6),  # 30% of the linear weights zeroed, no fine-tuning
+    "sq8": (0.9999, 0.95),  # parameters unchanged; only the index is quantised
+    "pq": (0.9999, 0.95),
+}
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    sim = simulate(n_users=300, n_items=300, n_topics=10, seed=0)
+    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=1))
+    return leave_one_out(data)
+
+
+@pytest.fixture(scope="module")
+def teacher(split: Split) -> SASRec:
+    torch.set_num_threads(1)
+    return SASRec({**TINY, "dim": 48, "layers": 2, "epochs": 8}).fit(split)
+
+
+@pytest.fixture(scope="module")
+def source(teacher: SASRec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return teacher.save(tmp_path_factory.mktemp("compress") / "model")
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    correlation = float(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1])
+    top_a, top_b = a.topk(10).indices.numpy(), b.topk(10).indices.numpy()
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(top_a, top_b, strict=True)])
+    return correlation, float(overlap)
+
+
+@pytest.mark.parametrize("method", list(CLOSE))
+def test_each_method_writes_a_model_that_loads_recommends_and_scores_close(
+    method, source, teacher, split, tmp_path
+):
+    out = compress(source, tmp_path / method, method, {"sparsity": 0.3})
+    model = Recommender.load(out)
+    assert model.compression is not None and model.compression["method"] == method
+    histories = split.test.histories
+    with torch.inference_mode():
+        correlation, overlap = _agreement(model.score(histories), teacher.score(histories))
+    floor_correlation, floor_overlap = CLOSE[method]
+    assert correlation >= floor_correlation and overlap >= floor_overlap, (correlation, overlap)
+    user = split.full.user_ids[0]
+    top = model.recommend([user], k=5)
+    assert len(top) == 5 and top["rank"].to_list() == [1, 2, 3, 4, 5]
+    served = ServedModel(out)  # the service searches the recorded index kind
+    assert served.index.kind == (method if method in ("sq8", "pq") else "exact")
+    assert len(served.recommend(histories.take([0]), 5, histories[0], None).items) == 5
+
+
+def _state_bytes(path: Path) -> int:
+    return (path / "state.pt").stat().st_size
+
+
+def test_fp16_and_int8_parameters_are_smaller_on_disk(source, tmp_path):
+    original = _state_bytes(source)
+    assert _state_bytes(compress(source, tmp_path / "fp16", "fp16")) < 0.55 * original
+    assert _state_bytes(compress(source, tmp_path / "int8", "int8")) < 0.35 * original
+
+
+def test_dynamic_int8_quantises_the_linear_layers(source, tmp_path):
+    model = Recommender.load(compress(source, tmp_path / "q", "dynamic-int8"))
+    modules = list(model._network().modules())
+    assert not any(type(m) is torch.nn.Linear for m in modules)
+    assert any(type(m) is torch.ao.nn.quantized.dynamic.Linear for m in modules)
+
+
+def test_a_pruned_model_has_the_stated_sparsity(source, tmp_path):
+    model = Recommender.load(compress(source, tmp_path / "p", "prune", {"sparsity": 0.4}))
+    assert model.compression["sparsity"] == 0.4
+    assert sparsity(model._network()) == pytest.approx(0.4, abs=0.01)
+
+
+# recall@10 floors with every cell scanned (the codes' error alone): 8 bits per dimension,
+# and the default PQ of one byte per 4 dimensions (16x smaller than float32)
+@pytest.mark.parametrize(("kind", "floor"), [("sq8", 0.95), ("pq", 0.35)])
+def test_quantised_indexes_agree_with_exact_search(kind, floor):
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 32))
+    vectors = (centres[rng.integers(0, 50, 20_000)] + 0.5 * rng.standard_normal((20_000, 32)))
+    vectors = vectors.astype(np.float32)
+    queries = rng.standard_normal((100, 32)).astype(np.float32)
+    seen = [rng.choice(20_000, 20, replace=False) for _ in range(100)]
+    _, exact = build_index(vectors, {"kind": "exact"}).search(queries, 10, exclude=seen)
+    index = build_index(vectors, {"kind": kind, "nlist": 64, "nprobe": 64})  # codes alone
+    _, found = index.search(queries, 10, exclude=seen)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
+    assert recall >= floor, recall
+    assert not any(np.isin(row, s).any() for row, s in zip(found, seen, strict=True))
+
+
+def test_the_cli_compresses_and_refuses_a_bad_method_in_one_line(run, source, tmp_path):
+    result = run("compress", "--model-dir", source, "--out", tmp_path / "c", "--method",
+                 "int8+sq8")  # fmt: skip
+    assert result.code == 0, result.err
+    model = Recommender.load(tmp_path / "c")
+    assert model.compression["state"] == "int8"
+    result = run("compress", "--model-dir", source, "--out", tmp_path / "d", "--method", "zip")
+    assert result.code == 1
+    assert "unknown compression method" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_distilled_student_trains_through_the_loop(teacher, split, tmp_path):
+    student = distill(SASRec({**TINY, "dim": 16, "layers": 1, "epochs": 4}), teacher, split)
+    info = student.fit_info
+    assert info["epochs"] >= 1 and "NDCG@10" in info["history"][0]
+    assert info["distilled"] == {"alpha": 0.5, "temperature": 1.0}
+    metrics = evaluate(student, split.test, ks=(10,)).metrics
+    assert np.isfinite(metrics["NDCG@10"])
+    loaded = Recommender.load(student.save(tmp_path / "student"))
+    assert loaded.config.dim == 16
+
+
+def test_distillation_follows_the_teacher(teacher, split):
+    """With the teacher's scores as the only target (alpha 1), the student ranks the
+    catalogue much like the teacher; trained alone it ranks less like it."""
+    settings = {**TINY, "dim": 16, "layers": 1, "epochs": 6, "patience": 6}
+    distilled = distill(SASRec(settings), teacher, split, alpha=1.0)
+    alone = SASRec(settings).fit(split)
+    histories = split.test.histories
+    with torch.inference_mode():
+        target = teacher.score(histories)
+        assert _agreement(distilled.score(histories), target)[0] > _agreement(
+            alone.score(histories), target
+        )[0]
