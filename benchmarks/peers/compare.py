@@ -1,13 +1,13 @@
 """evorec against a peer run side by side: how much sooner evorec first reaches the peer's
 best validation NDCG@10, and both test results.
 
-Reads the peer's results (``benchmarks/peers/recbole_sasrec.sh``) and an ``evorec bench``
-results file, writes JSON (``--out``) and a Markdown table beside it (``.md``) and prints the
-table. The ratio is the peer's seconds to its best validation epoch divided by evorec's seconds
-to the first epoch whose validation NDCG@10 is at least as high, on two clocks: training and
-validation together (``wall``) and training alone (``train``). With several seeds in the evorec
-row each seed counts on its own and the ratio uses the mean of their times (none when a seed
-never got there).
+Reads the peer's results (``--peer``, alias ``--recbole``: ``benchmarks/peers/recbole_sasrec.sh``
+or ``rectools_sasrec.sh``) and an ``evorec bench`` results file, writes JSON (``--out``) and a
+Markdown table beside it (``.md``) and prints the table. The ratio is the peer's seconds to its
+best validation epoch divided by evorec's seconds to the first epoch whose validation NDCG@10
+is at least as high, on two clocks: training and validation together (``wall``) and training
+alone (``train``). With several seeds in the evorec row each seed counts on its own and the
+ratio uses the mean of their times (none when a seed never got there).
 
     python benchmarks/peers/compare.py \\
         --recbole benchmarks/results/peers-recbole-beauty.json \\
@@ -188,14 +188,21 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recbole", type=Path, required=True, help="recbole_sasrec.sh results")
+    parser.add_argument(
+        "--peer",
+        "--recbole",
+        dest="peer",
+        type=Path,
+        required=True,
+        help="the peer's results (recbole_sasrec.sh or rectools_sasrec.sh)",
+    )
     parser.add_argument("--evorec", type=Path, required=True, help="evorec bench results")
     parser.add_argument("--model", default="sasrec", help="model row of the evorec file")
     parser.add_argument("--out", type=Path, help="comparison JSON (.md written beside)")
     args = parser.parse_args(argv)
     try:
         result = compare(
-            load_json(args.recbole), args.recbole, load_json(args.evorec), args.evorec, args.model
+            load_json(args.peer), args.peer, load_json(args.evorec), args.evorec, args.model
         )
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
