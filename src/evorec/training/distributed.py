@@ -127,13 +127,14 @@ def _leave() -> None:
 
 @contextlib.contextmanager
 def main_first() -> Iterator[None]:
-    """Rank 0 runs the block first (it fills caches: the processed data), the others after
-    it, so that no two ranks write the same file."""
+    """The first rank of each machine runs the block first (it fills that machine's caches:
+    the processed data), the machine's other ranks after it, so that no two ranks write the
+    same file."""
     ctx = context()
-    if ctx.active and not ctx.is_main:
+    if ctx.active and ctx.local_rank != 0:
         dist.barrier()
     yield
-    if ctx.active and ctx.is_main:
+    if ctx.active and ctx.local_rank == 0:
         dist.barrier()
 
 
@@ -159,6 +160,11 @@ class DataParallel:
 
     def __init__(self, task: EpochTask, ctx: Context) -> None:
         self.ctx = ctx
+        if getattr(task.module, "sparse_rows", False):
+            raise DistributedError(
+                "sparse_items trains in one process (DDP all-reduces dense gradients); "
+                "drop --nproc or set sparse_items=false"
+            )
         device = next(task.module.parameters()).device
         self.ddp = DistributedDataParallel(
             _TaskLoss(task),
