@@ -3,6 +3,7 @@ model directory that loads, recommends and scores close to the original."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,32 @@ def test_distillation_follows_the_teacher(teacher, split):
         assert _agreement(distilled.score(histories), target)[0] > _agreement(
             alone.score(histories), target
         )[0]
+
+
+def test_a_compressed_training_run_evaluates_and_recommends_from_the_cli(run, split, tmp_path):
+    """``evorec train --no-refit`` -> ``compress`` -> ``evaluate`` and ``recommend`` on the
+    compressed directory, its test NDCG@10 close to the original's (within 0.02)."""
+    events = split.full.events.with_columns(
+        user_id=split.full.user_ids.gather(split.full.events["user_idx"]),
+        item_id=split.full.item_ids.gather(split.full.events["item_idx"]),
+    ).select("user_id", "item_id", "timestamp")
+    data = tmp_path / "events.csv"
+    events.write_csv(data)
+    source = tmp_path / "model"
+    settings = {**TINY, "epochs": 3, "data.preprocess.min_item_events": 1}
+    sets = [x for key, value in settings.items() for x in ("--set", f"{key}={value}")]
+    result = run("train", "--data", data, "--model", "sasrec", "--no-refit", *sets,
+                 "--out", source, "--quiet")  # fmt: skip
+    assert result.code == 0, result.err
+    out = tmp_path / "small"
+    result = run("compress", "--model-dir", source, "--out", out, "--method", "dynamic-int8+sq8")
+    assert result.code == 0, result.err
+    scores = {}
+    for name, path in {"original": source, "compressed": out}.items():
+        result = run("evaluate", "--model-dir", path, "--json", tmp_path / f"{name}.json")
+        assert result.code == 0, result.err
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())["NDCG@10"]
+    assert scores["compressed"] == pytest.approx(scores["original"], abs=0.02)
+    user = str(split.full.user_ids[0])
+    result = run("recommend", "--model-dir", out, "--user", user, "-k", "5")
+    assert result.code == 0, result.err
