@@ -46,6 +46,7 @@ from evorec.data.load import load_dataset
 from evorec.data.split import leave_one_out
 from evorec.evaluation.evaluator import evaluate
 from evorec.evaluation.membership import membership_auc
+from evorec.models import get_model_class
 from evorec.models.ensemble import Sharded
 from evorec.training.forget import forget
 from evorec.training.incremental import drop_erased
@@ -63,6 +64,7 @@ def run_shards(
     selection = Sharded(plan).fit(split)
     select_seconds = time.perf_counter() - began
     test = evaluate(selection, split.test, ks=(10,)).metrics
+    print(f"shards {n}: selection {select_seconds:.0f}s, test {test['NDCG@10']:.4f}", flush=True)
     chosen = refit_settings(selection)
     model = Sharded({**plan, **chosen})
     began, cpu = time.perf_counter(), time.process_time()
@@ -71,9 +73,11 @@ def run_shards(
     row: dict[str, Any] = {
         "shards": n,
         "test": {m: round(test[m], 5) for m in METRICS},
-        "valid_ndcg10": [m["best_valid"]["NDCG@10"] for m in selection.fit_info["members"]],
-        "best_epochs": [m["best_epoch"] for m in selection.fit_info["members"]],
-        "refit_epochs": chosen["settings"]["epochs"],
+        "valid_ndcg10": [
+            m.get("best_valid", {}).get("NDCG@10") for m in selection.fit_info["members"]
+        ],
+        "best_epochs": [m.get("best_epoch") for m in selection.fit_info["members"]],
+        "refit_epochs": chosen.get("settings", {}).get("epochs"),  # None: not trained in epochs
         "selection_seconds": round(select_seconds, 1),
         "full_retrain_seconds": round(full_seconds, 2),
         "full_retrain_cpu_seconds": round(full_cpu, 2),
@@ -133,7 +137,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    settings: dict[str, Any] = {"device": "cpu"}
+    member_fields = get_model_class(args.model).config_class.model_fields
+    settings: dict[str, Any] = {"device": "cpu"} if "device" in member_fields else {}
     for assignment in args.set:
         apply_override(settings, assignment)
     dataset = load_dataset(args.data)
