@@ -46,7 +46,7 @@ TOLERANCE = 2
 TOP_N = 10
 LEVEL = 0.5
 WINDOWS = (3, 4, 5, 6, 8)
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.2, 0.95, 0.05))
+THRESHOLDS = tuple(float(round(t, 2)) for t in np.arange(0.2, 0.95, 0.05))
 
 
 def held_out_users(sim_events: pl.DataFrame, truth: pl.DataFrame, users: list[int], train: Dataset):
