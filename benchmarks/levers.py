@@ -27,6 +27,11 @@ RESULTS = Path(__file__).parent / "results"
 DEFAULT = "s3rec-beauty-seeds.json"
 # name -> (results file, what differs from the default configuration)
 LEVERS = {
+    "esasrec": (
+        "levers-beauty-esasrec.json",
+        "eSASRec recipe: layers=1 norm=rms ffn=swiglu gated=true loss=sampled_softmax "
+        "n_negatives=256 negative_power=0 lr=1e-3",
+    ),
     "ligr": (
         "levers-beauty-ligr.json",
         "LiGR blocks: norm=rms ffn=swiglu gated=true",
