@@ -131,6 +131,7 @@ def trained(path: Path, train: Any) -> tuple[Any, float]:
 
 
 def beauty(args: argparse.Namespace) -> dict[str, Any]:
+    """The Beauty table, written to ``args.out`` after every row (students last)."""
     data = load_dataset(args.data)
     split = leave_one_out(data)
     common = {"device": "cpu", "max_len": 50, "patience": args.patience,
@@ -138,21 +139,8 @@ def beauty(args: argparse.Namespace) -> dict[str, Any]:
     teacher_settings = {**common, "dim": 64, "layers": 2, "epochs": args.teacher_epochs}
     student_settings = {**common, "dim": 32, "layers": 1, "epochs": args.student_epochs}
     work = args.work
-    teacher, teacher_seconds = trained(
-        work / "teacher", lambda: SASRec(teacher_settings).fit(split)
-    )
     teacher_dir = work / "teacher"
-    _, alone_seconds = trained(work / "student-alone", lambda: SASRec(student_settings).fit(split))
-    _, distill_seconds = trained(
-        work / "student-distilled",
-        lambda: distill(SASRec(student_settings), teacher, split, alpha=args.alpha),
-    )
-    dirs = {"teacher (float32)": teacher_dir}
-    for method in METHODS:
-        dirs[method] = compress(teacher_dir, work / method.replace("+", "-"), method,
-                                {"sparsity": args.sparsity})  # fmt: skip
-    dirs["student alone"] = work / "student-alone"
-    dirs["student distilled"] = work / "student-distilled"
+    teacher, teacher_seconds = trained(teacher_dir, lambda: SASRec(teacher_settings).fit(split))
     db_file = work / "events.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_file}{suffix}").unlink(missing_ok=True)
@@ -163,31 +151,52 @@ def beauty(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     ids = split.full.user_ids.cast(str).to_numpy()
     users = [str(u) for u in ids[rng.choice(len(ids), args.requests + 10, replace=False)]]
-    rows = [measure(name, path, split, db, users, args) for name, path in dirs.items()]
-    base = rows[0]
-    for row in rows:
-        row["smaller_disk"] = base["disk_bytes"] / row["disk_bytes"]
-        row["smaller_memory"] = base["memory_bytes"] / row["memory_bytes"]
-        row["faster_encode_one"] = base["encode_one_ms"] / row["encode_one_ms"]
-        row["faster_encode_1024"] = base["encode_1024_ms"] / row["encode_1024_ms"]
-        row["faster_http_p50"] = base["http_p50_ms"] / row["http_p50_ms"]
-        row["ndcg_retained"] = row["NDCG@10"] / base["NDCG@10"]
-    return {
+    result: dict[str, Any] = {
         "dataset": str(args.data),
         "protocol": "leave-one-out, full ranking, seen items filtered; epochs on validation",
         "teacher": teacher_settings,
         "student": student_settings,
         "distillation": {"alpha": args.alpha, "temperature": 1.0},
         "prune_sparsity": args.sparsity,
-        "train_seconds": {
-            "teacher": teacher_seconds,
-            "student alone": alone_seconds,
-            "student distilled": distill_seconds,
-        },  # fmt: skip
+        "train_seconds": {"teacher": teacher_seconds},
         "requests": args.requests,
         "machine": "2 shared CPU cores, other processes running; one torch thread",
-        "rows": rows,
+        "rows": [],
     }
+
+    def add(name: str, path: Path) -> None:
+        row = measure(name, path, split, db, users, args)
+        base = result["rows"][0] if result["rows"] else row
+        row["smaller_disk"] = base["disk_bytes"] / row["disk_bytes"]
+        row["smaller_memory"] = base["memory_bytes"] / row["memory_bytes"]
+        row["faster_encode_one"] = base["encode_one_ms"] / row["encode_one_ms"]
+        row["faster_encode_1024"] = base["encode_1024_ms"] / row["encode_1024_ms"]
+        row["faster_http_p50"] = base["http_p50_ms"] / row["http_p50_ms"]
+        row["ndcg_retained"] = row["NDCG@10"] / base["NDCG@10"]
+        result["rows"].append(row)
+        write(args.out, result)
+
+    add("teacher (float32)", teacher_dir)
+    for method in args.methods.split(","):
+        path = compress(teacher_dir, work / method.replace("+", "-"), method,
+                        {"sparsity": args.sparsity})  # fmt: skip
+        add(method, path)
+    students = {
+        "student alone": lambda: SASRec(student_settings).fit(split),
+        "student distilled": lambda: distill(
+            SASRec(student_settings), teacher, split, alpha=args.alpha
+        ),
+    }
+    for name, train in students.items():
+        path = work / name.replace(" ", "-")
+        _, result["train_seconds"][name] = trained(path, train)
+        add(name, path)
+    return result
+
+
+def write(out: Path, result: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def million(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,6 +271,7 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--skip-beauty", action="store_true")
     parser.add_argument("--skip-1m", action="store_true")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
@@ -270,9 +280,7 @@ def main() -> None:
     for run, out, skip in runs:
         if skip:
             continue
-        result = run(args)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write(out, run(args))
         print(f"written to {out}")
 
 
