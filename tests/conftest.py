@@ -3,8 +3,10 @@ and ``run`` for in-process CLI calls."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from sqlalchemy import create_engine, text
 
 from evorec.cli import data_commands
 from evorec.cli import main as cli
+from evorec.modeldir import MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
@@ -34,6 +38,41 @@ def shared_dataset(relative: str) -> Path:
     if not path.exists():
         missing(f"shared dataset {relative} not available")
     return path
+
+
+def retrained_copy(model_dir: Path, target: Path) -> Path:
+    """A copy of ``model_dir`` with another manifest: a new, good version to swap in."""
+    shutil.copytree(model_dir, target)
+    manifest = target / MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "note": "retrained"}))
+    return target
+
+
+POSTGRES_ENV = "EVOREC_TEST_POSTGRES_URL"
+
+
+def postgres_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run")
+        pytest.skip(f"{POSTGRES_ENV} not set")
+    return url
+
+
+def fresh_postgres() -> str:
+    """The test database, emptied of every store table."""
+    url = postgres_url()
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "DROP TABLE IF EXISTS events, store_meta, schema_version, erased_users, "
+                "idempotency_keys"
+            )
+        )
+    engine.dispose()
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -231,3 +231,15 @@ def test_checker_accepts_a_clean_tree(tmp_path: Path) -> None:
     imports = import_graph(tree)
     assert not upward_imports(imports, [{"pkg"}, {"training"}, {"models"}, {"errors"}])
     assert not import_cycles(imports)
+
+
+def test_test_folders_mirror_the_packages() -> None:
+    tests = Path(__file__).resolve().parent
+    packages = {path.name for path in SOURCE.iterdir() if (path / "__init__.py").exists()}
+    folders = {
+        path.name
+        for path in tests.iterdir()
+        if path.is_dir() and path.name not in {"fixtures", "__pycache__"}
+    }
+    assert folders <= packages, f"test folders without a package: {sorted(folders - packages)}"
+    assert not list(tests.glob("*/*/test_*.py")), "tests nest one folder deep, as the packages do"

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import ANSI
+from conftest import ANSI, retrained_copy
 from fastapi.testclient import TestClient
 
 import evorec
@@ -421,14 +421,6 @@ def test_the_watcher_outlives_every_broken_version_and_swaps_in_the_next_good_on
     finally:
         watcher.stop()
         store.close()
-
-
-def retrained_copy(model_dir: Path, target: Path) -> Path:
-    """A copy with another manifest: a new, good version."""
-    shutil.copytree(model_dir, target)
-    values = json.loads((target / MANIFEST).read_text())
-    (target / MANIFEST).write_text(json.dumps({**values, "note": "retrained"}))
-    return target
 
 
 # --------------------------------------------------------------------------- real process

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import retrained_copy
 from fastapi.testclient import TestClient
 
 import evorec
@@ -343,7 +344,6 @@ def test_watch_swaps_in_an_update_while_requests_run(
 
 
 def test_serve_watch_swaps_versions_in_a_running_server(base_dir: Path, tmp_path: Path) -> None:
-    from test_serving import retrained_copy
 
     retrained = retrained_copy(base_dir, tmp_path / "v2")
     link = tmp_path / "current"

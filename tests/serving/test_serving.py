@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import fresh_postgres, retrained_copy
 from fastapi.testclient import TestClient
-from test_store import fresh_postgres
 
 import evorec
 from evorec.data.preprocess import PreprocessConfig, preprocess
@@ -60,14 +60,6 @@ def topics(service: Service) -> dict[object, int]:
     items = service.current.dataset.items
     assert items is not None
     return dict(zip(items["item_id"].to_list(), items["topic"].to_list(), strict=True))
-
-
-def retrained_copy(model_dir: Path, target: Path) -> Path:
-    """A copy of ``model_dir`` with another manifest: a new version to swap in."""
-    shutil.copytree(model_dir, target)
-    manifest = target / "evorec-model.json"
-    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 1, "note": 2'))
-    return target
 
 
 def recommended(client: TestClient, user: object, **params: object) -> list[object]:

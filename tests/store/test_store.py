@@ -6,13 +6,13 @@ PostgreSQL runs when ``EVOREC_TEST_POSTGRES_URL`` names a database (``.ci/run`` 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import fresh_postgres
 from sqlalchemy import create_engine, text
 
 import evorec
@@ -20,32 +20,6 @@ from evorec.data.schema import EVENT_COLUMNS
 from evorec.errors import DataError, StoreError
 from evorec.store import SCHEMA_VERSION, EventStore, IdempotencyConflict, default_url
 from evorec.store.events import MIGRATIONS, erasure_digest, events_table, version_table
-
-POSTGRES_ENV = "EVOREC_TEST_POSTGRES_URL"
-
-
-def postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run")
-        pytest.skip(f"{POSTGRES_ENV} not set")
-    return url
-
-
-def fresh_postgres() -> str:
-    """The test database, emptied of every store table."""
-    url = postgres_url()
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "DROP TABLE IF EXISTS events, store_meta, schema_version, erased_users, "
-                "idempotency_keys"
-            )
-        )
-    engine.dispose()
-    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -29,7 +29,7 @@ from evorec.serving.server import running_app
 from evorec.store import EventStore
 
 KEY = "fuzz-key"
-CONFIG = Path(__file__).resolve().parents[1] / "schemathesis.toml"
+CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
 # what the spec declares whatever else is added
 CORE_OPERATIONS = {
     ("POST", "/events"),

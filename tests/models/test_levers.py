@@ -24,7 +24,7 @@ from evorec.models.trunks import SelfAttentionBlock, SwiGLU
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sasrec-v0.1.0"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sasrec-v0.1.0"
 N_ITEMS = 30
 TINY = {"dim": 16, "max_len": 8, "batch_size": 16, "device": "cpu", "dropout": 0.0}
 LIGR = {"norm": "rms", "ffn": "swiglu", "gated": True}
