@@ -62,7 +62,7 @@ def memory_bytes(model: Recommender, path: Path) -> int:
     """The network's state as held in memory (quantised weights at their packed size) and
     the item index the service searches."""
     buffer = io.BytesIO()
-    torch.save(model._network().state_dict(), buffer)
+    torch.save(model.fitted_network().state_dict(), buffer)
     index = load_or_build_index(path, np.ascontiguousarray(model.item_vectors(), np.float32))
     return buffer.getbuffer().nbytes + len(faiss.serialize_index(index.index))
 

@@ -171,7 +171,7 @@ def main() -> None:
     if args.model_dir is not None and args.model_dir.exists():
         model = Recommender.load(args.model_dir)
         assert isinstance(model, SASRec)
-        dataset = model._require_fitted()
+        dataset = model.fitted_dataset()
     else:
         dataset = load_dataset(args.data)
         model = SASRec(settings).fit(dataset)

@@ -4,7 +4,8 @@ examples per operation, the counts and failures written as JSON.
 The server runs as its own process (``python -m evorec.cli.main serve``) on 127.0.0.1 with
 an API key and a fresh SQLite store, serving a small SASRec trained on simulated users;
 schemathesis (settings in ``schemathesis.toml``) runs its coverage, fuzzing and stateful
-phases against ``/openapi.json``. ``tests/serving/test_api_fuzz.py`` runs the same with few examples.
+phases against ``/openapi.json``. ``tests/serving/test_api_fuzz.py`` runs the same with few
+examples.
 
     python benchmarks/fuzz_api.py --work runs/fuzz-api --out benchmarks/results/api_fuzz.json
 """

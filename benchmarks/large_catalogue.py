@@ -75,7 +75,7 @@ def measure_speed(
     recommender = get_model_class(model)({**MODEL, **settings})
     assert isinstance(recommender, SequentialRecommender)
     recommender.seed_rngs()
-    recommender._prepare(data, False)
+    recommender.prepare(data, False)
     trainer = SequenceTrainer(recommender, data, None)
     autocast = torch.autocast(trainer.device.type, torch.bfloat16, enabled=trainer.settings.amp)
     trainer.module.train()

@@ -69,7 +69,7 @@ def main() -> None:
     for name in args.models.split(","):
         model = get_model_class(name)({"dim": 64, "max_len": 50, "device": "cpu"})
         assert isinstance(model, SequentialRecommender)
-        model._prepare(split.train, progress=False)
+        model.prepare(split.train, progress=False)
         trainer = SequenceTrainer(model, split.train, None)
         batches = trainer.batches()[: args.warmup + args.batches]
         train, infer = [], []
@@ -79,7 +79,7 @@ def main() -> None:
             model.encode(histories)
             infer.append(len(histories) / (time.perf_counter() - began))
         row = {
-            "params": sum(p.numel() for p in model._network().parameters()),
+            "params": sum(p.numel() for p in model.fitted_network().parameters()),
             "train_sequences_per_second": float(np.median(train)),
             "encode_histories_per_second": float(np.median(infer)),
             "runs": {"train": train, "encode": infer},

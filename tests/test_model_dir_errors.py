@@ -327,7 +327,7 @@ def test_the_saved_directory_loads_and_scores_as_the_model(model_dir: Path) -> N
     """The checks pass on what ``save`` writes, and the loaded model scores the same."""
     model = Recommender.load(model_dir)
     again = Recommender.load(model_dir)
-    dataset = model._require_fitted()
+    dataset = model.fitted_dataset()
     histories = dataset.histories.take(np.arange(10))
     assert torch.equal(model.score(histories), again.score(histories))
     assert ServedModel(model_dir).n_items == dataset.n_items

@@ -111,10 +111,10 @@ class TableModel(Recommender):
     def item_vectors(self) -> np.ndarray:
         return self.table.T
 
-    def _state(self) -> dict[str, Any]:
+    def saved_state(self) -> dict[str, Any]:
         return {}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         pass
 
 

@@ -180,7 +180,7 @@ def test_attention_weights_are_a_distribution_and_leave_scores_unchanged(
     assert (attention_weights(model, long.take([0]))[: -TINY["max_len"]] == 0).all()
     assert torch.equal(model.score(histories), before)
     hidden, maps, items, read = block_attention(model, histories)
-    network = model._network()
+    network = model.fitted_network()
     network.eval()
     with torch.inference_mode():
         assert torch.equal(
@@ -193,7 +193,7 @@ def test_attention_weights_are_a_distribution_and_leave_scores_unchanged(
 def test_recomputed_weights_are_the_ones_the_block_applies(name, transformers, dataset):
     """The block's output rebuilt from the recomputed weights equals its real output."""
     model = transformers[name]
-    network = model._network()
+    network = model.fitted_network()
     network.eval()
     seen: list[tuple] = []
     handle = network.blocks[0].register_forward_pre_hook(lambda _m, args: seen.append(args))

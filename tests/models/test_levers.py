@@ -91,7 +91,7 @@ def test_network_options_reach_every_block_and_the_final_norm() -> None:
 
 def test_gbce_matches_its_formula(cycle: Dataset) -> None:
     model = SASRec(TINY, loss="gbce", n_negatives=5, gbce_t=0.5)
-    model._prepare(cycle, progress=False)
+    model.prepare(cycle, progress=False)
     task = SequenceTask(model, cycle)
     positive, negative = torch.randn(4, 1), torch.randn(4, 5)
     negative[0, 2] = -torch.inf  # the target drawn as a negative: no term
@@ -104,7 +104,7 @@ def test_gbce_matches_its_formula(cycle: Dataset) -> None:
 
 def test_gbce_with_t_zero_is_binary_cross_entropy(cycle: Dataset) -> None:
     model = SASRec(TINY, loss="gbce", n_negatives=3, gbce_t=0.0)
-    model._prepare(cycle, progress=False)
+    model.prepare(cycle, progress=False)
     task = SequenceTask(model, cycle)
     positive, negative = torch.randn(6, 1), torch.randn(6, 3)
     logits = torch.cat([positive, negative], 1)
@@ -126,7 +126,7 @@ def test_lr_factor_warms_up_then_decays() -> None:
 
 def test_schedule_sets_the_optimizer_lr_per_step(cycle: Dataset) -> None:
     model = SASRec(TINY, lr=0.01, epochs=4, warmup_epochs=1, lr_schedule="linear")
-    model._prepare(cycle, progress=False)
+    model.prepare(cycle, progress=False)
     task = SequenceTask(model, cycle)
     steps = math.ceil(task.examples / TINY["batch_size"])
     seen = []

@@ -70,7 +70,7 @@ def fitted(name: str, dataset: Dataset) -> SequentialRecommender:
 
 
 def network(name: str, dataset: Dataset) -> SequenceNetwork:
-    net = fitted(name, dataset)._network()
+    net = fitted(name, dataset).fitted_network()
     net.eval()
     return net
 

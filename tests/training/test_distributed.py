@@ -66,7 +66,7 @@ def train_case(settings: dict, optimiser: str) -> dict[str, torch.Tensor]:
     data = tiny_dataset()
     model = SASRec(dim=8, max_len=8, dropout=0.0, batch_size=24, epochs=2, device="cpu", **settings)
     model.seed_rngs()
-    model._prepare(data, False)
+    model.prepare(data, False)
     trainer = SequenceTrainer(model, data, None)
     if optimiser == "sgd":
         trainer.optimizer = torch.optim.SGD(trainer.module.parameters(), lr=0.5)
@@ -109,8 +109,8 @@ def test_ddp_steps_equal_one_process_on_the_global_batch(tmp_path: Path) -> None
 def _initial(settings: dict) -> dict[str, torch.Tensor]:
     model = SASRec(dim=8, max_len=8, dropout=0.0, batch_size=24, epochs=1, device="cpu", **settings)
     model.seed_rngs()
-    model._prepare(tiny_dataset(), False)
-    return {k: v.detach().clone() for k, v in model._network().state_dict().items()}
+    model.prepare(tiny_dataset(), False)
+    return {k: v.detach().clone() for k, v in model.fitted_network().state_dict().items()}
 
 
 def evorec(*args: str | Path | int) -> list[str]:

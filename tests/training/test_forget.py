@@ -68,7 +68,7 @@ def flat_state(model: Any) -> dict[str, torch.Tensor]:
         elif isinstance(value, torch.Tensor | np.ndarray):
             flat[prefix] = torch.as_tensor(value)
 
-    walk("", model._state())
+    walk("", model.saved_state())
     return flat
 
 
@@ -79,7 +79,7 @@ def same_parameters(a: Any, b: Any) -> bool:
 
 
 def user_in_shard(model: Sharded, k: int) -> str:
-    ids = model._require_fitted().user_ids.cast(pl.Utf8).to_list()
+    ids = model.fitted_dataset().user_ids.cast(pl.Utf8).to_list()
     return next(u for u, s in zip(ids, model.shards.of(ids), strict=True) if s == k)
 
 
@@ -134,14 +134,14 @@ def test_forgetting_retrains_only_the_users_shard_exactly_as_training_without_th
         assert same_parameters(old.members[k], new.members[k])
     assert not same_parameters(old.members[1], new.members[1])
     # exact: member 1 is the member that training without the user gives
-    kept, found = drop_erased(old._require_fitted(), [user])
+    kept, found = drop_erased(old.fitted_dataset(), [user])
     assert found == [user]
     fresh = old.train_member(1, old.shard_data(1, kept, old.user_shards(kept)), None, False)
     assert same_parameters(fresh, new.members[1])
     # the user's events are gone from the new directory, the popularity fallback with them
     saved = Dataset.load(tmp_path / "v2" / "dataset")
     assert user not in saved.user_ids.cast(pl.Utf8).to_list()
-    before = old._require_fitted()
+    before = old.fitted_dataset()
     their_items = before.histories[int(before.encode_users([int(user)])[0])]
     expected = before.item_popularity - np.bincount(their_items, minlength=before.n_items)
     np.testing.assert_array_equal(saved.item_popularity, expected)
@@ -229,8 +229,8 @@ def test_the_cli_forgets_through_a_link_erasing_from_the_store(
     link = versions / "current"
     point(link, versions / "v1")
     store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    store.import_dataset(model._require_fitted())
-    user = str(model._require_fitted().user_ids[3])
+    store.import_dataset(model.fitted_dataset())
+    user = str(model.fitted_dataset().user_ids[3])
     store.close()
 
     done = evorec_cli(

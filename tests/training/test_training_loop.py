@@ -75,7 +75,7 @@ def adam_steps(trainer: SequenceTrainer) -> int:
 def test_multitask_accumulates_gradients(dataset: Dataset, accumulate: int) -> None:
     model = MultiTask({**TINY, "accumulate": accumulate})
     model.n_behaviors = len(dataset.behaviors)
-    model._prepare(dataset, progress=False)
+    model.prepare(dataset, progress=False)
     trainer = SequenceTrainer(model, dataset, None)
     n_batches = len(trainer.batches())
     trainer.run()
@@ -85,7 +85,7 @@ def test_multitask_accumulates_gradients(dataset: Dataset, accumulate: int) -> N
 def test_multitask_compiles_its_trunk_and_asks_for_amp(dataset: Dataset) -> None:
     model = MultiTask({**TINY, "compile": True, "amp": True})
     model.n_behaviors = len(dataset.behaviors)
-    model._prepare(dataset, progress=False)
+    model.prepare(dataset, progress=False)
     trainer = SequenceTrainer(model, dataset, None)
     assert trainer.forward is not model.network.trunk  # type: ignore[union-attr]
     assert getattr(trainer.forward, "_torchdynamo_orig_callable", None) is not None
@@ -93,7 +93,7 @@ def test_multitask_compiles_its_trunk_and_asks_for_amp(dataset: Dataset) -> None
     assert trainer.settings.amp is False  # on the CPU
     plain = MultiTask(TINY)
     plain.n_behaviors = len(dataset.behaviors)
-    plain._prepare(dataset, progress=False)
+    plain.prepare(dataset, progress=False)
     assert SequenceTrainer(plain, dataset, None).forward == plain.network.trunk  # type: ignore[union-attr]
 
 
@@ -142,9 +142,9 @@ def test_sparse_items_update_only_the_rows_a_step_touches() -> None:
     loose = {"min_user_events": 1, "min_item_events": 1}
     dataset = from_frame(events, preprocess_config=loose)
     model = SASRec({**SPARSE, "epochs": 1, "dropout": 0.0})
-    model._prepare(dataset, False)
+    model.prepare(dataset, False)
     trainer = SequenceTrainer(model, dataset, None)
-    table = model._network().item_embedding.weight
+    table = model.fitted_network().item_embedding.weight
     before = table.detach().clone()
     rows = trainer.batches()[0]
     loss, _ = trainer.loss(rows)

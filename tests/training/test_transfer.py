@@ -120,7 +120,7 @@ def test_transfer_copies_the_trunk_and_leaves_the_item_table_fresh(
     source = Recommender.load(pretrained)
     target = source.__class__(source.config)
     target.dataset = load_dataset(domains["sport"], preprocess_config=PREPROCESS)
-    network = target._build(target.dataset.n_items)
+    network = target.new_network(target.dataset.n_items)
     fresh = network.item_embedding.weight.detach().clone()
     copied = transfer_parameters(source.network, network)
     before = source.network.state_dict()

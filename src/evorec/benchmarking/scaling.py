@@ -46,7 +46,7 @@ def training_flops_per_position(model: SequentialRecommender, split_train: Any) 
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(batches), min(FLOP_SAMPLE_BATCHES, len(batches)), replace=False)
     flops, positions = 0, 0
-    network = model._network()
+    network = model.fitted_network()
     network.train()
     for index in chosen:
         counter = FlopCounterMode(display=False)

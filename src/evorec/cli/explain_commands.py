@@ -80,4 +80,4 @@ def explain(
     if as_json:
         typer.echo(json.dumps(explanation.to_dict()))
     else:
-        _print(explanation, model._require_fitted())
+        _print(explanation, model.fitted_dataset())

@@ -61,7 +61,7 @@ def inspect(
     settings = ShiftSettings(window, threshold)
     if db is None:
         model = Recommender.load(model_dir)
-        dataset = model._require_fitted()
+        dataset = model.fitted_dataset()
         history = dataset_history(dataset, user)
     else:
         from evorec.serving.engine import ServedModel

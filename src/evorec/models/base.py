@@ -142,18 +142,18 @@ class Recommender(ABC):
         """Item vectors ``v`` (``[n_items, dim]``)."""
 
     @abstractmethod
-    def _state(self) -> dict[str, Any]:
+    def saved_state(self) -> dict[str, Any]:
         """Learned parameters (tensors, arrays, numbers) to save."""
 
     @abstractmethod
-    def _load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`_state` returned."""
+    def load_saved_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`saved_state` returned."""
 
     # -- shared behaviour ---------------------------------------------------------------
 
     @property
     def n_items(self) -> int:
-        return self._require_fitted().n_items
+        return self.fitted_dataset().n_items
 
     def fit(
         self: Self,
@@ -203,7 +203,7 @@ class Recommender(ABC):
 
     def user_vectors(self, users: Iterable[Any]) -> np.ndarray:
         """Interest vectors of known users (original ids) from their stored histories."""
-        dataset = self._require_fitted()
+        dataset = self.fitted_dataset()
         return self.encode(dataset.histories.take(dataset.encode_users(users)))
 
     def recommend(
@@ -223,7 +223,7 @@ class Recommender(ABC):
         ``user_id`` (or ``row`` for raw histories), ``item_id``, ``score`` and ``rank``
         (1 = best).
         """
-        dataset = self._require_fitted()
+        dataset = self.fitted_dataset()
         if (users is None) == (histories is None):
             raise EvorecError("give either users or histories")
         if users is not None:
@@ -286,7 +286,7 @@ class Recommender(ABC):
         ``i`` searched in ``index`` or, without one, :meth:`score` of every item; a history
         with no event gets the most popular items through the same filters. ``exclude[r]``
         lists items never returned for row ``r``, ``allowed`` masks the candidates."""
-        dataset = self._require_fitted()
+        dataset = self.fitted_dataset()
         if index is not None and index.n_items != dataset.n_items:
             raise EvorecError(
                 f"the index holds {index.n_items} items, the {self.name} model {dataset.n_items}"
@@ -310,7 +310,7 @@ class Recommender(ABC):
             fallback=Fallback(~usable, dataset.item_popularity),
         )
 
-    def _require_fitted(self) -> Dataset:
+    def fitted_dataset(self) -> Dataset:
         if self.dataset is None:
             raise EvorecError(f"{self.name} model is not fitted")
         return self.dataset
@@ -329,11 +329,11 @@ class Recommender(ABC):
         ``extra`` goes into the manifest; ``files`` maps file names to text written beside;
         ``keep`` names files of an existing ``path`` that the new directory takes over (a
         training checkpoint, for ``--resume`` later)."""
-        dataset = self._require_fitted()
+        dataset = self.fitted_dataset()
 
         def write(tmp: Path) -> None:
             (tmp / CONFIG).write_text(yaml.safe_dump(self.config.model_dump()))
-            state = compress_state(self._state(), self.compression)
+            state = compress_state(self.saved_state(), self.compression)
             torch.save(_as_tensors(state), tmp / STATE)
             dataset.save(tmp / DATASET)
 
@@ -429,10 +429,10 @@ def _load_parameters(model: Recommender, file: Path) -> None:
         raise ModelDirError(
             f"{file}: holds a {type(state).__name__}, not a mapping of named parameters"
         )
-    dataset = model._require_fitted()
+    dataset = model.fitted_dataset()
     state = decode_state(state, model.compression, file)
     try:
-        model._load_state(state)
+        model.load_saved_state(state)
         vectors = np.asarray(model.item_vectors())
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
         detail = f"missing {exc}" if isinstance(exc, KeyError) else _one_line(exc)
@@ -458,7 +458,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _as_tensors(state: Any) -> Any:
     """``state`` with NumPy arrays turned into tensors, so that ``state.pt`` loads with
-    ``torch.load(weights_only=True)``; ``_load_state`` receives tensors for them."""
+    ``torch.load(weights_only=True)``; ``load_saved_state`` receives tensors for them."""
     if isinstance(state, dict):
         return {key: _as_tensors(value) for key, value in state.items()}
     if isinstance(state, (list, tuple)):

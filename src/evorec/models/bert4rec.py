@@ -70,7 +70,7 @@ class BERT4Rec(SequentialRecommender):
     @property
     def mask_token(self) -> int:
         """The ``[MASK]`` row of the embedding table, after padding and the items."""
-        return len(self._network().item_weights()) + 1
+        return len(self.fitted_network().item_weights()) + 1
 
     @property
     def train_window(self) -> int:

@@ -14,7 +14,7 @@ them encoded:
 - ``prune``: the encoder's linear weights with their smallest-magnitude share set to zero,
   stored as their non-zero entries (flat indices and values).
 
-Loading decodes every tensor back to float32 before the model's ``_load_state``, so scores
+Loading decodes every tensor back to float32 before the model's ``load_saved_state``, so scores
 stay ``s = i · v`` with the dequantised parameters.
 """
 
@@ -92,7 +92,7 @@ def compress_network_state(
 
 
 def compress_state(state: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
-    """A model's ``_state()`` as ``state.pt`` stores it under the compression ``record``
+    """A model's ``saved_state()`` as ``state.pt`` stores it under the compression ``record``
     (the manifest's entry; None: unchanged). Only the network's tensors are encoded."""
     if record is None or record.get("state") not in STATE_METHODS or "network" not in state:
         return state
@@ -106,7 +106,7 @@ def compress_state(state: dict[str, Any], record: dict[str, Any] | None) -> dict
 
 
 def decode_state(state: dict[str, Any], record: dict[str, Any] | None, file: Any) -> Any:
-    """``state`` as the model's ``_load_state`` reads it: decoded when the manifest records
+    """``state`` as the model's ``load_saved_state`` reads it: decoded when the manifest records
     a compression method (``file``: ``state.pt``, for messages)."""
     if record is None:
         return state

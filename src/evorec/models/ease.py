@@ -65,8 +65,8 @@ class EASE(Recommender):
             mode="sum",
         )
 
-    def _state(self) -> dict[str, Any]:
+    def saved_state(self) -> dict[str, Any]:
         return {"weights": self._weights}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         self._weights = state["weights"].float()

@@ -58,7 +58,7 @@ class Ensemble(Recommender):
         first = members[0]
         settings = first.config.model_dump(exclude={"seed"})
         for k, member in enumerate(members):
-            member._require_fitted()
+            member.fitted_dataset()
             if (
                 member.name != first.name
                 or member.config.model_dump(exclude={"seed"}) != settings
@@ -136,15 +136,15 @@ class Ensemble(Recommender):
     def item_vectors(self) -> np.ndarray:
         return np.concatenate([m.item_vectors() for m in self._fitted_members()], axis=1)
 
-    def _state(self) -> dict[str, Any]:
-        return {"members": {str(k): m._state() for k, m in enumerate(self._fitted_members())}}
+    def saved_state(self) -> dict[str, Any]:
+        return {"members": {str(k): m.saved_state() for k, m in enumerate(self._fitted_members())}}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         self.members = []
         for k in range(self.n_members):
             member = self.member(k)
             member.dataset = self.dataset
-            member._load_state(state["members"][str(k)])
+            member.load_saved_state(state["members"][str(k)])
             self.members.append(member)
 
 
@@ -230,5 +230,5 @@ class Sharded(Ensemble):
         keep: Iterable[str] = (),
     ) -> Path:
         """As every model, with the manifest's ``shards`` entry."""
-        record = self.shards.record(self._require_fitted().user_ids.cast(pl.Utf8))
+        record = self.shards.record(self.fitted_dataset().user_ids.cast(pl.Utf8))
         return super().save(path, {**(extra or {}), "shards": record}, files, keep)

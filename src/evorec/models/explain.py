@@ -242,7 +242,7 @@ def explain_history(
 ) -> list[Explanation]:
     """Explanations of internal ``items`` (default: the top recommendation, seen items
     left out) for the one-row ``history``, each with its ``top`` events by score change."""
-    dataset = model._require_fitted()
+    dataset = model.fitted_dataset()
     if int(history.lengths[0]) == 0:
         raise EvorecError("the history holds no event the model knows: nothing to explain")
     occlusion = occlude(model, history, recent)
@@ -297,7 +297,7 @@ def explain(
 ) -> Explanation:
     """:meth:`Recommender.explain`: a known ``user``'s stored history, or a raw ``history``
     of original item ids (oldest first, optionally with ``timestamps``)."""
-    dataset = model._require_fitted()
+    dataset = model.fitted_dataset()
     if (user is None) == (history is None):
         raise EvorecError("give either user or history")
     if user is not None:

@@ -110,4 +110,4 @@ class HSTU(SequentialRecommender):
 
     def build_network(self, n_items: int) -> HSTUNetwork:
         """Behaviour embeddings for the vocabulary of the dataset being fitted or loaded."""
-        return HSTUNetwork(n_items, len(self._require_fitted().behaviors), self.config)
+        return HSTUNetwork(n_items, len(self.fitted_dataset().behaviors), self.config)

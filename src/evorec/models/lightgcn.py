@@ -114,7 +114,7 @@ class LightGCN(Recommender):
     def _loss(
         self, users: torch.Tensor, positives: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        network = self._network()
+        network = self.fitted_network()
         user_layers, item_layers = network.item_layers()
         user = user_layers.mean(0)[users]
         final_items = item_layers.mean(0)
@@ -134,7 +134,7 @@ class LightGCN(Recommender):
         zeros = torch.zeros(len(users), dtype=torch.long)
         return F.cross_entropy(logits, zeros) + self.config.reg * reg
 
-    def _network(self) -> LightGCNNetwork:
+    def fitted_network(self) -> LightGCNNetwork:
         if self.network is None:
             raise RuntimeError(f"{self.name} model is not fitted")
         return self.network
@@ -142,12 +142,12 @@ class LightGCN(Recommender):
     def _item_layers(self) -> torch.Tensor:
         if self._layers is None:
             with torch.no_grad():
-                self._layers = self._network().item_layers()[1]
+                self._layers = self.fitted_network().item_layers()[1]
         return self._layers
 
     def encode(self, histories: Histories) -> np.ndarray:
         with torch.no_grad():
-            vectors = self._network().fold_in(
+            vectors = self.fitted_network().fold_in(
                 histories.rows, histories.items, len(histories), self._item_layers()
             )
         return vectors.numpy()
@@ -155,8 +155,8 @@ class LightGCN(Recommender):
     def item_vectors(self) -> np.ndarray:
         return self._item_layers().mean(0).numpy()
 
-    def _state(self) -> dict[str, Any]:
-        network = self._network()
+    def saved_state(self) -> dict[str, Any]:
+        network = self.fitted_network()
         return {
             "n_items": network.n_items,
             "users": network.users,
@@ -164,7 +164,7 @@ class LightGCN(Recommender):
             "item_embedding": network.item_embedding.weight.detach(),
         }
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         self.network = LightGCNNetwork(
             int(state["n_items"]),
             self.config.dim,

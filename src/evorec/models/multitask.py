@@ -113,11 +113,11 @@ class MultiTask(SequentialRecommender):
     ) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
         """The item tower at every position, the purchase tower where the next event is a
         purchase; a head without weight or without positions in the batch is left out."""
-        network = self._network()
+        network = self.fitted_network()
         assert isinstance(network, MultiTaskNetwork)
         config = self.config
         scored = {"item": (config.item_weight, targets > 0)}
-        behaviors = self._require_fitted().behaviors
+        behaviors = self.fitted_dataset().behaviors
         if config.purchase_behavior in behaviors and features.behaviors is not None:
             purchase = behaviors.index(config.purchase_behavior) + 1  # padded code
             scored["purchase"] = (config.purchase_weight, features.behaviors[:, 1:] == purchase)
@@ -131,10 +131,10 @@ class MultiTask(SequentialRecommender):
     def validation_filter_seen(self) -> bool | None:
         return self.config.valid_filter_seen
 
-    def _state(self) -> dict[str, Any]:
-        return {**super()._state(), "n_behaviors": self.n_behaviors, "serve": self.serve}
+    def saved_state(self) -> dict[str, Any]:
+        return {**super().saved_state(), "n_behaviors": self.n_behaviors, "serve": self.serve}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         self.n_behaviors = int(state["n_behaviors"])
         self.serve = state["serve"]
-        super()._load_state(state)
+        super().load_saved_state(state)

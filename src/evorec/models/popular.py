@@ -38,8 +38,8 @@ class MostPopular(Recommender):
     def item_vectors(self) -> np.ndarray:
         return self._popularity[:, None]
 
-    def _state(self) -> dict[str, Any]:
+    def saved_state(self) -> dict[str, Any]:
         return {"popularity": torch.from_numpy(self._popularity)}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         self._popularity = state["popularity"].numpy().astype(np.float32)

@@ -282,7 +282,7 @@ class SequentialRecommender(Recommender):
         trunk's ``hidden`` states, the targets, the features of the whole training window
         and the rows' users; the loss is the weighted sum of the heads' cross-entropies. One
         head by default: every position with a target, the conditioned hidden states."""
-        return [(1.0, targets > 0, self._network().condition(hidden, users))]
+        return [(1.0, targets > 0, self.fitted_network().condition(hidden, users))]
 
     @property
     def validation_filter_seen(self) -> bool | None:
@@ -316,10 +316,10 @@ class SequentialRecommender(Recommender):
         )
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
-        self._prepare(train, progress)
+        self.prepare(train, progress)
         self.fit_info = self.fit_epochs(SequenceTask(self, train), valid, progress)
 
-    def _prepare(self, train: Dataset, progress: bool) -> None:
+    def prepare(self, train: Dataset, progress: bool) -> None:
         """The training data's content and profile features, and a fresh network."""
         self.dataset = train
         kinds = self.config.item_features
@@ -331,9 +331,9 @@ class SequentialRecommender(Recommender):
             )
         )
         self.user_features = build_user_features(train) if self.config.user_features else None
-        self.network = self._build(train.n_items)
+        self.network = self.new_network(train.n_items)
 
-    def _build(self, n_items: int) -> SequenceNetwork:
+    def new_network(self, n_items: int) -> SequenceNetwork:
         """:meth:`build_network`, with the item encoder when the model uses content."""
         network = self.build_network(n_items)
         if self.features is not None:
@@ -349,13 +349,13 @@ class SequentialRecommender(Recommender):
         network.sparse_rows = self.config.sparse_items
         return network.to(self.device)
 
-    def _network(self) -> SequenceNetwork:
+    def fitted_network(self) -> SequenceNetwork:
         if self.network is None:
             raise RuntimeError(f"{self.name} model is not fitted")
         return self.network
 
     def encode(self, histories: Histories) -> np.ndarray:
-        network = self._network()
+        network = self.fitted_network()
         device = next(network.parameters()).device
         out = np.zeros((len(histories), self.config.dim), dtype=np.float32)
         order = np.argsort(histories.lengths, kind="stable")
@@ -378,13 +378,13 @@ class SequentialRecommender(Recommender):
         return out
 
     def item_vectors(self) -> np.ndarray:
-        weights = self._network().item_weights().detach()
+        weights = self.fitted_network().item_weights().detach()
         if self.config.temperature is not None:
             weights = F.normalize(weights, dim=-1)
         return weights.float().cpu().numpy()
 
-    def _state(self) -> dict[str, Any]:
-        network = self._network()
+    def saved_state(self) -> dict[str, Any]:
+        network = self.fitted_network()
         state = {
             "n_items": len(network.item_weights()),
             "network": {k: v.cpu() for k, v in network.state_dict().items()},
@@ -395,12 +395,12 @@ class SequentialRecommender(Recommender):
             state["user_features"] = self.user_features.state()
         return state
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         if "features" in state:
             self.features = ItemFeatures.from_state(state["features"])
         if "user_features" in state:
             self.user_features = UserFeatures.from_state(state["user_features"])
-        self.network = self._build(int(state["n_items"]))
+        self.network = self.new_network(int(state["n_items"]))
         self.network.load_state_dict(state["network"])
         self.network.eval()
 
@@ -462,7 +462,7 @@ class SequenceTask:
         config = model.config
         self.model = model
         self.config = config
-        self.network = self.module = model._network()
+        self.network = self.module = model.fitted_network()
         self.device = next(self.network.parameters()).device
         self.sequences = model.training_sequences(train.histories)
         self.examples = len(self.sequences)

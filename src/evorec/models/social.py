@@ -134,11 +134,11 @@ class SocialSASRec(SASRec):
         values = {f.name: getattr(features, f.name) for f in fields(features)}
         return items, SocialFeatures(**values, users=users), lengths
 
-    def _state(self) -> dict[str, Any]:
+    def saved_state(self) -> dict[str, Any]:
         assert self.graph is not None
         graph = self.graph
         return {
-            **super()._state(),
+            **super().saved_state(),
             "graph": {
                 "n_users": graph.n_users,
                 "users": graph.users,
@@ -148,10 +148,10 @@ class SocialSASRec(SASRec):
             },
         }
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_saved_state(self, state: dict[str, Any]) -> None:
         graph = state["graph"]
         self.graph = SocialGraph(
             int(graph["n_users"]),
             *(graph[k].numpy() for k in ("users", "items", "trusters", "trustees")),
         )
-        super()._load_state(state)
+        super().load_saved_state(state)

@@ -117,7 +117,7 @@ def compress(
 def _sequence_network(model: Recommender, method: str) -> Any:
     if not isinstance(model, SequentialRecommender):
         raise ConfigError(f"{method} needs a neural sequence model, not {model.name}")
-    return model._network()
+    return model.fitted_network()
 
 
 def _student(

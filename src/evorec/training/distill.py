@@ -74,7 +74,7 @@ class DistillTask(SequenceTask):
     def teacher_logits(self) -> torch.Tensor:
         """The teacher's scores of every item at the current batch's scored positions."""
         teacher = self.teacher
-        network = teacher._network()
+        network = teacher.fitted_network()
         network.eval()
         batch = self.sequences.take(self.rows)
         device = next(network.parameters()).device
@@ -102,7 +102,7 @@ def distill(
     if not 0 <= alpha <= 1 or temperature <= 0:
         raise ConfigError("distillation needs 0 <= alpha <= 1 and temperature > 0")
     student.seed_rngs()
-    student._prepare(split.train, progress)
+    student.prepare(split.train, progress)
     task = DistillTask(student, teacher, split, alpha, temperature)
     info: dict[str, Any] = train_epochs(student, task, split.valid, progress=progress)
     student.fit_info = {**info, "distilled": {"alpha": alpha, "temperature": temperature}}

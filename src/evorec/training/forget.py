@@ -82,7 +82,7 @@ def forget(
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     model = Recommender.load(model_dir)
-    dataset = model._require_fitted()
+    dataset = model.fitted_dataset()
     wanted = {str(user) for user in user_ids}
     if store is not None:
         for user in sorted(wanted):

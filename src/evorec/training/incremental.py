@@ -130,9 +130,9 @@ def update(
             f"{model_dir}: incremental update does not extend user profiles; retrain it "
             "with evorec train"
         )
-    cutoff = check_store(read_cutoff(manifest, model._require_fitted()), store, force)
-    known = model._require_fitted().user_ids.cast(pl.Utf8).to_list()
-    old_data, erased = drop_erased(model._require_fitted(), store.erased_among(known))
+    cutoff = check_store(read_cutoff(manifest, model.fitted_dataset()), store, force)
+    known = model.fitted_dataset().user_ids.cast(pl.Utf8).to_list()
+    old_data, erased = drop_erased(model.fitted_dataset(), store.erased_among(known))
     fresh = new_events(store, cutoff)
     if fresh.height == 0:
         where = (
@@ -389,7 +389,7 @@ def grow(
     carry them); the content encoders keep their parameters. ``with_events`` marks the
     items the coming training has events of: they join the trained items (default: the
     new items)."""
-    old_net = model._network()
+    old_net = model.fitted_network()
     n_old = model.n_items
     added = n_items - n_old
     features = model.features
@@ -402,7 +402,7 @@ def grow(
             trained |= with_events
         model.features = features.extended(trained)
     generator = torch.Generator().manual_seed(config.seed)
-    network: SequenceNetwork = model._build(n_items)
+    network: SequenceNetwork = model.new_network(n_items)
     state = network.state_dict()
     for key, value in old_net.state_dict().items():
         target = state[key]

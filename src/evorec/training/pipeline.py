@@ -217,7 +217,7 @@ def evaluate_model_dir(
 
 
 def count_parameters(model: Recommender) -> int:
-    state: dict[str, Any] = model._state()
+    state: dict[str, Any] = model.saved_state()
     total = 0
     for value in _tensors(state):
         total += int(value.numel()) if hasattr(value, "numel") else int(value.size)

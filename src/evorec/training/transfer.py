@@ -248,7 +248,7 @@ def finetune(
     if out is not None:
         source_info = {
             "from": str(Path(from_dir).resolve()),
-            "source_data": source._require_fitted().name,
+            "source_data": source.fitted_dataset().name,
             "freeze": freeze,
             "transferred": transferred,
             "frozen": frozen,
@@ -272,8 +272,8 @@ def _fine_tuned(
 
     model = target_model(source, overrides)
     model.seed_rngs()
-    model._prepare(train, progress)
-    transferred = transfer_parameters(source._network(), model.network)
+    model.prepare(train, progress)
+    transferred = transfer_parameters(source.fitted_network(), model.network)
     frozen = freeze_parameters(model.network, freeze, transferred)
     model.fit_info = SequenceTrainer(model, train, valid, progress=progress).run()
     return model, transferred, frozen

@@ -95,7 +95,7 @@ def test_fp16_and_int8_parameters_are_smaller_on_disk(source, tmp_path):
 
 def test_dynamic_int8_quantises_the_linear_layers(source, tmp_path):
     model = Recommender.load(compress(source, tmp_path / "q", "dynamic-int8"))
-    modules = list(model._network().modules())
+    modules = list(model.fitted_network().modules())
     assert not any(type(m) is torch.nn.Linear for m in modules)
     assert any(type(m) is torch.ao.nn.quantized.dynamic.Linear for m in modules)
 
@@ -103,7 +103,7 @@ def test_dynamic_int8_quantises_the_linear_layers(source, tmp_path):
 def test_a_pruned_model_has_the_stated_sparsity(source, tmp_path):
     model = Recommender.load(compress(source, tmp_path / "p", "prune", {"sparsity": 0.4}))
     assert model.compression["sparsity"] == 0.4
-    assert sparsity(model._network()) == pytest.approx(0.4, abs=0.01)
+    assert sparsity(model.fitted_network()) == pytest.approx(0.4, abs=0.01)
 
 
 # recall@10 floors with every cell scanned (the codes' error alone): 8 bits per dimension,
