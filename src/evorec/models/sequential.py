@@ -169,6 +169,13 @@ class SequenceNetwork(nn.Module):
     item_embedding: nn.Embedding
     sparse_rows = False  # item rows looked up with sparse gradients (``sparse_items``)
 
+    def __init__(self) -> None:
+        super().__init__()
+        # the optional parts, set by the model that builds the network when its config asks
+        # for them: the items' content fused into the table, the user's profile vector
+        self.item_encoder: ItemEncoder | None = None
+        self.user_encoder: UserEncoder | None = None
+
     @abstractmethod
     def forward(self, items: torch.Tensor, features: EventFeatures | None = None) -> torch.Tensor:
         """``[batch, length]`` padded item ids -> ``[batch, length, dim]`` hidden states.
@@ -178,9 +185,8 @@ class SequenceNetwork(nn.Module):
     def item_table(self) -> torch.Tensor:
         """The item table (row 0 = padding), computed anew each call so that training
         reaches the content encoders."""
-        encoder = getattr(self, "item_encoder", None)
         weight = self.item_embedding.weight
-        return weight if encoder is None else encoder(weight)
+        return weight if self.item_encoder is None else self.item_encoder(weight)
 
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         """Rows of :meth:`item_table` for padded item ids."""
@@ -202,10 +208,9 @@ class SequenceNetwork(nn.Module):
     def condition(self, hidden: torch.Tensor, users: np.ndarray | None) -> torch.Tensor:
         """Hidden states ``[batch, ..., dim]`` plus each row's user-profile vector, when the
         network has a user encoder and the rows' internal users are known."""
-        encoder = getattr(self, "user_encoder", None)
-        if encoder is None or users is None:
+        if self.user_encoder is None or users is None:
             return hidden
-        profile = encoder(torch.from_numpy(users).to(hidden.device))
+        profile = self.user_encoder(torch.from_numpy(users).to(hidden.device))
         return hidden + profile.view(len(users), *[1] * (hidden.dim() - 2), -1)
 
 
