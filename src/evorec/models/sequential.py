@@ -224,7 +224,7 @@ class SequentialRecommender(Recommender):
         super().__init__(config, **overrides)
         self.network: SequenceNetwork | None = None
         self.features: ItemFeatures | None = None
-        self.user_features: UserFeatures | None = None
+        self.user_profiles: UserFeatures | None = None
 
     @abstractmethod
     def build_network(self, n_items: int) -> SequenceNetwork:
@@ -335,7 +335,7 @@ class SequentialRecommender(Recommender):
                 train, kinds, text_model=self.config.text_model, progress=progress
             )
         )
-        self.user_features = build_user_features(train) if self.config.user_features else None
+        self.user_profiles = build_user_features(train) if self.config.user_features else None
         self.network = self.new_network(train.n_items)
 
     def new_network(self, n_items: int) -> SequenceNetwork:
@@ -349,8 +349,8 @@ class SequentialRecommender(Recommender):
                 self.config.fusion,
                 self.config.id_dropout,
             )
-        if self.user_features is not None:
-            network.user_encoder = UserEncoder(self.user_features, self.config.dim)
+        if self.user_profiles is not None:
+            network.user_encoder = UserEncoder(self.user_profiles, self.config.dim)
         network.sparse_rows = self.config.sparse_items
         return network.to(self.device)
 
@@ -396,15 +396,15 @@ class SequentialRecommender(Recommender):
         }
         if self.features is not None:
             state["features"] = self.features.state()
-        if self.user_features is not None:
-            state["user_features"] = self.user_features.state()
+        if self.user_profiles is not None:
+            state["user_features"] = self.user_profiles.state()
         return state
 
     def load_saved_state(self, state: dict[str, Any]) -> None:
         if "features" in state:
             self.features = ItemFeatures.from_state(state["features"])
         if "user_features" in state:
-            self.user_features = UserFeatures.from_state(state["user_features"])
+            self.user_profiles = UserFeatures.from_state(state["user_features"])
         self.network = self.new_network(int(state["n_items"]))
         self.network.load_state_dict(state["network"])
         self.network.eval()

@@ -52,7 +52,7 @@ class ServedModel:
         self.item_lookup = {str(item): n for n, item in enumerate(self.item_ids)}
         self.behavior_codes = {name: code for code, name in enumerate(dataset.behaviors)}
         # models that read user profiles look users up by id; the others need no table
-        profiled = getattr(self.model, "user_features", None) is not None
+        profiled = getattr(self.model, "user_profiles", None) is not None
         self.user_lookup = (
             {str(user): n for n, user in enumerate(dataset.user_ids.to_list())} if profiled else {}
         )

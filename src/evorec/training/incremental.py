@@ -125,7 +125,7 @@ def update(
             f"{model_dir}: incremental update needs a sequence model, not {model.name}; "
             "retrain it with evorec train"
         )
-    if model.user_features is not None:
+    if model.user_profiles is not None:
         raise EvorecError(
             f"{model_dir}: incremental update does not extend user profiles; retrain it "
             "with evorec train"
