@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evorec.cli.parallel import NprocOption, distributed
+from evorec.data.formats import formats_help
 from evorec.errors import ConfigError, DataError, EvorecError
 from evorec.io import write_atomic, write_atomic_text
 from evorec.models import MODELS, SequentialRecommender
@@ -30,6 +31,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 SECTIONS = ("data", "model", "evaluation")
+FORMAT_HELP = f"input format: {formats_help()} (see evorec data formats)"
 ENCODING_HELP = "text encoding of the data files, e.g. latin-1 (default: data.encoding, utf-8)"
 # what ``recommend --out`` writes, by the file's extension
 OUTPUT_FORMATS = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
@@ -163,7 +165,7 @@ RefitOption = Annotated[
 def train(
     out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
     data: Annotated[str | None, typer.Option("--data", help="event file or directory")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
     model: Annotated[
         str | None,
@@ -375,7 +377,7 @@ def recommend(
 def bench(
     data: Annotated[list[str], typer.Option("--data", help="dataset path (repeatable)")],
     out: Annotated[Path, typer.Option("--out", help="results JSON (a .md table is written too)")],
-    fmt: Annotated[str, typer.Option("--format", help="input format")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
     models: Annotated[
         str, typer.Option(help=f"comma-separated models, from {MODEL_NAMES}")
     ] = "pop,ease,gru4rec,sasrec",
@@ -439,7 +441,7 @@ def sweep(
         typer.Option("--size", help="one size as key=value pairs, e.g. 'dim=64,layers=2' (repeat)"),
     ],
     out: Annotated[Path, typer.Option("--out", help="results JSON (.md table and .png beside)")],
-    fmt: Annotated[str, typer.Option("--format", help="input format")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="override for every size: key=value")
     ] = None,
@@ -626,7 +628,7 @@ def update(
 def pretrain(
     data: Annotated[list[str], typer.Option("--data", help="source dataset path (repeatable)")],
     out: Annotated[Path, typer.Option("--out", help="directory to write the model to")],
-    fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
     model: Annotated[
         str | None, typer.Option("--model", help=f"sequence model: {SEQUENCE_MODEL_NAMES}")
@@ -662,7 +664,7 @@ def finetune(
     freeze: Annotated[
         str, typer.Option(help="keep fixed: none, trunk (sequence encoder), items (item encoder)")
     ] = "none",
-    fmt: Annotated[str | None, typer.Option("--format", help="input format (auto)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help=ENCODING_HELP)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML run config")] = None,
     sets: Annotated[
