@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="rank history items too (RecBole's own behaviour for sequential models)",
     )
-    args = parser.parse_args(argv)
-    for name in ("users", "epochs", "patience", "batch_size", "eval_batch_size"):
+    return check_args(
+        parser.parse_args(argv), ("users", "epochs", "patience", "batch_size", "eval_batch_size")
+    )
+
+
+def check_args(args: argparse.Namespace, counts: tuple[str, ...]) -> argparse.Namespace:
+    """The arguments every peer runner takes: ``counts`` at least 1 when given, a positive
+    ``--max-seconds`` and ``--lr``."""
+    for name in counts:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} {value}: must be at least 1")
@@ -413,9 +421,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> int:
+def peer_main(
+    peer: str,
+    argv: list[str],
+    parse: Callable[[list[str]], argparse.Namespace],
+    run: Callable[[argparse.Namespace, list[str]], dict[str, Any]],
+) -> int:
+    """Parse, run, write the results atomically and print one line (bad input: exit 2)."""
     try:
-        args = parse_args(argv)
+        args = parse(argv)
         out = Path(args.out).resolve()
         results = run(args, argv)
     except InputError as error:
@@ -423,7 +437,7 @@ def main(argv: list[str]) -> int:
         return 2
     write_json_atomic(out, results)
     print(
-        f"RecBole SASRec: best val NDCG@10 {results['best_valid_ndcg10']:.4f} at epoch "
+        f"{peer} SASRec: best val NDCG@10 {results['best_valid_ndcg10']:.4f} at epoch "
         f"{results['best_epoch']} ({results['fit_seconds']:.0f}s); test HR@10 "
         f"{results['test']['HR@10']:.4f} NDCG@10 {results['test']['NDCG@10']:.4f} -> {out}"
     )
@@ -431,4 +445,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(peer_main("RecBole", sys.argv[1:], parse_args, run))

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from recbole_sasrec import InputError, read_sequences, write_json_atomic
+from recbole_sasrec import InputError, check_args, peer_main, read_sequences
 
 SCRIPT = "benchmarks/peers/rectools_sasrec.sh"
 
@@ -64,16 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="RecTools default 128")
     parser.add_argument("--lr", type=float, default=1e-3, help="RecTools default 1e-3")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for name in ("users", "epochs", "patience", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} {value}: must be at least 1")
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        raise InputError(f"--max-seconds {args.max_seconds}: must be positive")
-    if args.lr <= 0:
-        raise InputError(f"--lr {args.lr}: must be positive")
-    return args
+    return check_args(parser.parse_args(argv), ("users", "epochs", "patience", "batch_size"))
 
 
 def interactions(sequences: list[tuple[str, list[str]]], drop_last: int) -> pd.DataFrame:
@@ -300,22 +291,5 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> int:
-    try:
-        args = parse_args(argv)
-        out = Path(args.out).resolve()
-        results = run(args, argv)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    write_json_atomic(out, results)
-    print(
-        f"RecTools SASRec: best val NDCG@10 {results['best_valid_ndcg10']:.4f} at epoch "
-        f"{results['best_epoch']} ({results['fit_seconds']:.0f}s); test HR@10 "
-        f"{results['test']['HR@10']:.4f} NDCG@10 {results['test']['NDCG@10']:.4f} -> {out}"
-    )
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(peer_main("RecTools", sys.argv[1:], parse_args, run))
