@@ -53,15 +53,15 @@ def test_new_store_runs_every_migration_and_reopens_with_its_events(store_url: s
     reopened.close()
 
 
-def test_a_version_1_store_migrates_keeping_its_events_and_gets_a_store_id(
-    store_url: str,
-) -> None:
-    # a store as the first schema version left it: events, store_meta, version 1
+def store_at_version(store_url: str, version: int) -> None:
+    """A store as schema ``version`` left it (its first ``version`` migrations), holding one
+    event of user ``u1``."""
     engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         version_table.create(conn)
-        conn.execute(version_table.insert().values(version=1))
-        MIGRATIONS[0](conn)
+        conn.execute(version_table.insert().values(version=version))
+        for migrate in MIGRATIONS[:version]:
+            migrate(conn)
         conn.execute(
             events_table.insert().values(
                 user_id="u1", item_id="a", timestamp=1, behavior=None, value=None, ingested_at=0
@@ -69,6 +69,12 @@ def test_a_version_1_store_migrates_keeping_its_events_and_gets_a_store_id(
         )
     engine.dispose()
 
+
+def test_a_version_1_store_migrates_keeping_its_events_and_gets_a_store_id(
+    store_url: str,
+) -> None:
+    # a store as the first schema version left it: events, store_meta, version 1
+    store_at_version(store_url, 1)
     store = EventStore(store_url)
     assert store.schema_version() == SCHEMA_VERSION == 4
     assert store.history("u1")["item_id"].to_list() == ["a"]
@@ -82,19 +88,7 @@ def test_a_version_1_store_migrates_keeping_its_events_and_gets_a_store_id(
 def test_a_version_2_store_migrates_to_idempotency_keys_keeping_everything(
     store_url: str,
 ) -> None:
-    engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        version_table.create(conn)
-        conn.execute(version_table.insert().values(version=2))
-        MIGRATIONS[0](conn)
-        MIGRATIONS[1](conn)
-        conn.execute(
-            events_table.insert().values(
-                user_id="u1", item_id="a", timestamp=1, behavior=None, value=None, ingested_at=0
-            )
-        )
-    engine.dispose()
-
+    store_at_version(store_url, 2)
     store = EventStore(store_url)
     assert store.schema_version() == SCHEMA_VERSION
     assert store.history("u1")["item_id"].to_list() == ["a"]
