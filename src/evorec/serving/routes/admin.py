@@ -14,6 +14,7 @@ from evorec.serving.forgetting import ForgetStatus, forgetting
 from evorec.serving.guards import StrictJSONRoute, invalid
 from evorec.serving.routes.common import ServiceDep, responses
 from evorec.serving.schemas import Reloaded, ReloadIn
+from evorec.serving.service import Service
 
 router = APIRouter(route_class=StrictJSONRoute)
 
@@ -25,13 +26,7 @@ def reload(service: ServiceDep, body: ReloadIn | None = None) -> Reloaded:
     that fails to load changes nothing (422). When the service watches a link, the
     link is re-pointed at the directory: the other worker processes swap it in within
     their poll interval."""
-    link = service.watched_link
-    if service.workers > 1 and link is None:
-        raise HTTPException(
-            409,
-            f"{service.workers} worker processes serve this model and a reload reaches "
-            "one: serve a link with --watch, then a reload re-points it",
-        )
+    link = reaching_every_worker(service, "a reload", "a reload")
     target = service.reload_target(body.model_dir if body else None)
     try:
         version, previous = service.reload(target)
@@ -49,13 +44,7 @@ def start_forgetting(service: ServiceDep) -> ForgetStatus:
     model is retrained whole; the new version is swapped in as by ``/admin/reload`` (the
     watched link re-pointed), and the old versions that held them are removed. Users
     erased meanwhile are forgotten by the same run. The reply is the state at once."""
-    link = service.watched_link
-    if service.workers > 1 and link is None:
-        raise HTTPException(
-            409,
-            f"{service.workers} worker processes serve this model and a forget reaches "
-            "one: serve a link with --watch, then the forget re-points it",
-        )
+    reaching_every_worker(service, "a forget", "the forget")
     forgetting(service).start()
     return forgetting(service).status()
 
@@ -73,3 +62,16 @@ def _load_failure(target: Path, exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"{exc.filename or target}: {exc.strerror or exc}"
     return f"{target}: cannot load the model directory ({type(exc).__name__}: {exc})"
+
+
+def reaching_every_worker(service: Service, action: str, again: str) -> Path | None:
+    """The watched link through which ``action`` reaches every worker process; 409 when
+    several workers serve a model directory without one."""
+    link = service.watched_link
+    if service.workers > 1 and link is None:
+        raise HTTPException(
+            409,
+            f"{service.workers} worker processes serve this model and {action} reaches "
+            f"one: serve a link with --watch, then {again} re-points it",
+        )
+    return link
