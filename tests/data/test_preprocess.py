@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evorec.data.dataset import ITEM_IDX, USER_IDX, Dataset
-from evorec.data.preprocess import PreprocessConfig, preprocess
+from evorec.data.preprocess import PreprocessConfig, drop_exact_duplicates, preprocess
 from evorec.data.schema import RawData, canonical_events
 from evorec.errors import DataError, UnknownIdError
 
@@ -72,6 +72,27 @@ def test_duplicates_differing_in_behavior_or_value_are_kept():
         }
     )
     assert preprocess(raw, LOOSE).n_events == 4
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(0, 2),
+            st.sampled_from(["pv", "buy", None]),
+            st.sampled_from([1.0, 2.0, None]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_duplicates_dropped_as_an_exact_first_keeping_unique(rows):
+    columns = ["user_id", "item_id", "timestamp", "behavior", "value"]
+    events = canonical_events(pl.DataFrame(rows, schema=columns, orient="row"))
+    expected = events.unique(subset=columns, keep="first", maintain_order=True)
+    assert drop_exact_duplicates(events).equals(expected)
 
 
 def test_missing_and_unparseable_rows_dropped_with_lines():
@@ -164,14 +185,21 @@ def brute_force_k_core(events: list[tuple], min_user: int, min_item: int) -> lis
             events = [e for e in events if e[1] != bad_item]
 
 
+# ids as given, as strings, or as integers too spread out to count by value
+ID_KINDS = {"compact": lambda i: i, "text": lambda i: f"id-{i}", "spread": lambda i: i * 10**12}
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 12), st.integers(0, 10)), min_size=1, max_size=80),
     st.integers(1, 4),
     st.integers(1, 4),
+    st.sampled_from(sorted(ID_KINDS)),
 )
-@settings(max_examples=40, deadline=None)
-def test_k_core_matches_brute_force(pairs, min_user, min_item):
-    events = [(u, i, t) for t, (u, i) in enumerate(pairs)]  # distinct times: no duplicates
+@settings(max_examples=60, deadline=None)
+def test_k_core_matches_brute_force(pairs, min_user, min_item, id_kind):
+    as_id = ID_KINDS[id_kind]
+    # distinct times: no duplicates
+    events = [(as_id(u), as_id(i), t) for t, (u, i) in enumerate(pairs)]
     expected = brute_force_k_core(events, min_user, min_item)
     raw = raw_of(
         {

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +18,7 @@ from evorec.data.schema import BEHAVIOR, ITEM, LINE, TIME, USER, VALUE, RawData
 from evorec.errors import DataError
 
 MAX_REPORTED_LINES = 5
+ROW = "_row"  # a temporary column
 
 
 class PreprocessConfig(BaseModel):
@@ -101,16 +105,53 @@ def _nothing_left(bad: pl.DataFrame, report: PreprocessReport) -> str:
     return f"{message}; fix the unreadable rows"
 
 
+def drop_exact_duplicates(events: pl.DataFrame) -> pl.DataFrame:
+    """Keep the first of rows equal in every event field, in order.
+
+    Only rows whose combined field hash occurs more than once can have a duplicate; the
+    exact comparison runs on those alone (equal rows hash alike, so a collision costs time,
+    never a row)."""
+    fields = [USER, ITEM, TIME, BEHAVIOR, VALUE]
+    row_hash = reduce(
+        operator.xor, (pl.col(name).hash(seed) for seed, name in enumerate(fields))
+    ).alias(ROW)
+    shared = events.select(row_hash).group_by(ROW).len().filter(pl.col("len") > 1)[ROW]
+    if shared.is_empty():
+        return events
+    candidate = row_hash.is_in(shared.implode())
+    firsts = (
+        events.with_row_index(ROW)
+        .filter(candidate)
+        .unique(subset=fields, keep="first", maintain_order=True)[ROW]
+    )
+    row = pl.int_range(pl.len(), dtype=firsts.dtype)
+    return events.filter(~candidate | row.is_in(firsts.implode()))
+
+
+def dense_codes(ids: pl.Series) -> np.ndarray:
+    """Non-negative integer codes, equal for equal ids: the ids themselves (less the
+    smallest) when they are integers in a compact range, else their dense rank."""
+    if ids.dtype.is_integer():
+        low, high = ids.min(), ids.max()
+        if high - low < 4 * ids.len() + 1_000_000:  # bounded count arrays
+            return (ids - low).to_numpy()
+    return (ids.rank("dense") - 1).to_numpy()
+
+
 def k_core(events: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
-    """Iterate user and item count filters until both hold; returns events and rounds."""
-    rounds = 0
+    """Drop items with fewer than ``min_item`` events, then users with fewer than
+    ``min_user``, until both hold; returns the events left and the rounds taken."""
+    users, items = dense_codes(events[USER]), dense_codes(events[ITEM])
+    keep = np.ones(events.height, dtype=bool)
+    rounds, left = 0, events.height
     while True:
         rounds += 1
-        before = events.height
-        events = events.filter(pl.len().over(ITEM) >= min_item)
-        events = events.filter(pl.len().over(USER) >= min_user)
-        if events.height == before:
-            return events, rounds
+        keep &= np.bincount(items[keep], minlength=items.max() + 1)[items] >= min_item
+        keep &= np.bincount(users[keep], minlength=users.max() + 1)[users] >= min_user
+        now = int(keep.sum())
+        if now == left:
+            return (events if now == events.height else events.filter(keep)), rounds
+        left = now
 
 
 def preprocess(raw: RawData, config: PreprocessConfig | None = None) -> Dataset:
@@ -132,11 +173,13 @@ def preprocess(raw: RawData, config: PreprocessConfig | None = None) -> Dataset:
         _first_lines(bad) if bad.height else "",
     )
 
+    # behaviours as an enum: filters and sorts copy codes instead of strings
+    labels = events[BEHAVIOR].drop_nulls().unique().sort()
+    events = events.with_columns(pl.col(BEHAVIOR).cast(pl.Enum(labels)))
+
     if config.drop_duplicates:
         before = events.height
-        events = events.unique(
-            subset=[USER, ITEM, TIME, BEHAVIOR, VALUE], keep="first", maintain_order=True
-        )
+        events = drop_exact_duplicates(events)
         report.add("drop exact duplicates", before, events.height)
 
     if config.min_rating is not None:
@@ -165,28 +208,22 @@ def preprocess(raw: RawData, config: PreprocessConfig | None = None) -> Dataset:
     if events.height == 0:
         raise DataError(_nothing_left(bad, report), path=source)
 
-    events = events.sort([USER, TIME, LINE], maintain_order=True)
-    first_seen = events.sort(LINE)
+    first_seen = events if events[LINE].is_sorted() else events.sort(LINE)
     user_ids = first_seen[USER].unique(maintain_order=True)
     item_ids = first_seen[ITEM].unique(maintain_order=True)
-    behaviors = sorted(events[BEHAVIOR].drop_nulls().unique().to_list())
+    behaviors = events[BEHAVIOR].drop_nulls().unique().cast(pl.String).sort().to_list()
 
     user_index = pl.DataFrame({USER: user_ids, USER_IDX: pl.int_range(len(user_ids), eager=True)})
     item_index = pl.DataFrame({ITEM: item_ids, ITEM_IDX: pl.int_range(len(item_ids), eager=True)})
-    behavior_index = pl.DataFrame(
-        {BEHAVIOR: behaviors, "code": pl.int_range(len(behaviors), eager=True)},
-        schema={BEHAVIOR: pl.Utf8, "code": pl.Int64},
-    )
     mapped = (
         events.join(user_index, on=USER, how="left", maintain_order="left")
         .join(item_index, on=ITEM, how="left", maintain_order="left")
-        .join(behavior_index, on=BEHAVIOR, how="left", maintain_order="left")
         .sort([USER_IDX, TIME, LINE], maintain_order=True)
         .select(
             pl.col(USER_IDX).cast(pl.Int64),
             pl.col(ITEM_IDX).cast(pl.Int64),
             pl.col(TIME),
-            pl.col("code").alias(BEHAVIOR),
+            pl.col(BEHAVIOR).cast(pl.String).cast(pl.Enum(behaviors)).to_physical().cast(pl.Int64),
             pl.col(VALUE),
         )
     )
