@@ -1,13 +1,17 @@
 """Atomic file and directory writes: a reader (or a restart after a crash) sees the
-previous file or directory or the whole new one, never a part."""
+previous file or directory or the whole new one, never a part; tables written as a stream
+of frames."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import polars as pl
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -66,3 +70,51 @@ def write_atomic_dir(
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+FRAME_FORMATS = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
+
+
+def write_frames(path: str | Path, frames: Iterable[pl.DataFrame]) -> int:
+    """Write ``frames`` (one schema, at least one frame) to ``path`` in the format its
+    extension names (:data:`FRAME_FORMATS`), atomically, holding one frame in memory at a
+    time; a ``.json`` document is the exception, built whole. Returns the rows written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FRAME_FORMATS:
+        raise ValueError(f"cannot write {suffix or 'a file without an extension'}")
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        stream = iter(frames)
+        first = next(stream, None)
+        if first is None:
+            raise ValueError("no frames to write")
+        if suffix == ".json":
+            whole = pl.concat([first, *stream])
+            rows = whole.height
+            whole.write_json(tmp)
+            return
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(tmp, first.to_arrow().schema) as writer:
+                for frame in itertools.chain([first], stream):
+                    writer.write_table(frame.to_arrow())
+                    rows += frame.height
+            return
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            for index, frame in enumerate(itertools.chain([first], stream)):
+                if suffix == ".jsonl":
+                    frame.write_ndjson(handle)
+                else:
+                    frame.write_csv(
+                        handle,
+                        separator="\t" if suffix == ".tsv" else ",",
+                        include_header=index == 0,
+                    )
+                rows += frame.height
+
+    write_atomic(path, write)
+    return rows

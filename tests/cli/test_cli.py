@@ -371,3 +371,51 @@ def test_demo(work: Path) -> None:
         assert re.search(rf"│\s*{name}\s*│\s*\d\.\d{{4}}", stdout), name
     assert (out / "data" / "events.csv").is_file()
     assert manifest(out / "model")["model"] == "sasrec"
+
+
+def test_recommend_all_users_streams_batches_equal_to_one_call(
+    sasrec_dir: Path, work: Path
+) -> None:
+    """--all-users in batches of 7 users writes what one in-memory call returns."""
+    from evorec.models.base import Recommender
+
+    out = work / "recs-all.parquet"
+    stdout = ok(
+        "recommend",
+        "--model-dir",
+        sasrec_dir,
+        "--all-users",
+        "--batch-users",
+        "7",
+        "-k",
+        str(K),
+        "--out",
+        out,
+        "--quiet",
+    ).stdout
+    model = Recommender.load(sasrec_dir)
+    users = model.fitted_dataset().user_ids
+    expected = model.recommend(users, k=K)
+    assert f"{expected.height} recommendations for {len(users)} users written to" in stdout
+    streamed = pl.read_parquet(out)
+    assert streamed.drop("score").equals(expected.drop("score"))
+    assert (streamed["score"] - expected["score"]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--all-users"], ["--all-users", "--user", "u1", "--out", "x.csv"], []],
+)
+def test_recommend_all_users_needs_out_and_no_ids(pop_dir: Path, args: list[str]) -> None:
+    line = error_line(evorec("recommend", "--model-dir", pop_dir, *args))
+    assert "--all-users" in line
+
+
+def test_recommend_unknown_user_fails_before_writing(pop_dir: Path, work: Path) -> None:
+    out = work / "recs-unknown.parquet"
+    line = error_line(
+        evorec(
+            "recommend", "--model-dir", pop_dir, "--user", "u1", "--user", "nobody", "--out", out
+        )
+    )
+    assert "nobody" in line and not out.exists()

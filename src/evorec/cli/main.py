@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from evorec.cli.parallel import NprocOption, distributed
 from evorec.data.formats import formats_help
 from evorec.errors import ConfigError, DataError, EvorecError
-from evorec.io import write_atomic, write_atomic_text
+from evorec.io import FRAME_FORMATS, write_atomic_text, write_frames
 from evorec.models import MODELS, SequentialRecommender
 from evorec.version import __version__
 
@@ -34,7 +36,7 @@ SECTIONS = ("data", "model", "evaluation")
 FORMAT_HELP = f"input format: {formats_help()} (see evorec data formats)"
 ENCODING_HELP = "text encoding of the data files, e.g. latin-1 (default: data.encoding, utf-8)"
 # what ``recommend --out`` writes, by the file's extension
-OUTPUT_FORMATS = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
+OUTPUT_FORMATS = FRAME_FORMATS
 # the --model help, from the registry
 MODEL_NAMES = ", ".join(MODELS)
 SEQUENCE_MODEL_NAMES = ", ".join(
@@ -322,14 +324,7 @@ def check_output(path: Path) -> None:
 def write_frame(frame: pl.DataFrame, path: Path) -> None:
     """Write the format of the extension (see :data:`OUTPUT_FORMATS`), atomically."""
     check_output(path)
-    writers = {
-        ".csv": frame.write_csv,
-        ".tsv": lambda target: frame.write_csv(target, separator="\t"),
-        ".parquet": frame.write_parquet,
-        ".jsonl": frame.write_ndjson,
-        ".json": frame.write_json,
-    }
-    write_atomic(path, writers[path.suffix.lower()])
+    write_frames(path, [frame])
 
 
 @app.command()
@@ -337,15 +332,24 @@ def recommend(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="a trained model directory")],
     user: Annotated[list[str] | None, typer.Option("--user", help="user id (repeatable)")] = None,
     users: Annotated[Path | None, typer.Option("--users", help="file of user ids")] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="every user the model knows (needs --out)")
+    ] = False,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items already in the history")] = False,
     out: Annotated[
         Path | None,
         typer.Option("--out", help=f"write to a file: {', '.join(OUTPUT_FORMATS)}"),
     ] = None,
+    batch_users: Annotated[
+        int,
+        typer.Option("--batch-users", min=1, help="users ranked and written at a time with --out"),
+    ] = 4096,
     encoding: Annotated[str, typer.Option("--encoding", help="text encoding of --users")] = "utf-8",
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Top-k recommendations for known users from their full history."""
+    """Top-k recommendations for known users from their full history; with --out they are
+    written as they are ranked, --batch-users at a time (memory bounded by one batch)."""
     from evorec.models.base import Recommender
 
     if out is not None:
@@ -353,14 +357,31 @@ def recommend(
     ids = list(user or [])
     if users is not None:
         ids += _read_user_file(users, encoding)
-    if not ids:
-        raise EvorecError("give --user ID or --users FILE")
+    if all_users and (ids or out is None):
+        raise EvorecError("--all-users takes no --user/--users and needs --out FILE")
+    if not ids and not all_users:
+        raise EvorecError("give --user ID, --users FILE or --all-users")
     model = Recommender.load(model_dir)
-    recs = model.recommend(ids, k=k, filter_seen=not include_seen)
     if out is not None:
-        write_frame(recs, out)
-        console.print(f"{recs.height} recommendations for {len(ids)} users written to {out}")
+        selected = None if all_users else ids
+        if selected is not None:
+            model.fitted_dataset().encode_users(selected)  # unknown ids fail before any work
+        batches = model.recommend_batches(
+            selected, batch=batch_users, k=k, filter_seen=not include_seen
+        )
+        n = model.fitted_dataset().n_users if all_users else len(ids)
+        with Progress(console=err_console, disable=quiet) as bar:
+            task = bar.add_task("recommend", total=n)
+
+            def counted(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+                for done, frame in enumerate(frames, 1):
+                    yield frame
+                    bar.update(task, completed=min(done * batch_users, n))
+
+            rows = write_frames(out, counted(batches))
+        console.print(f"{rows} recommendations for {n} users written to {out}")
         return
+    recs = model.recommend(ids, k=k, filter_seen=not include_seen)
     items = model.dataset.items if model.dataset is not None else None
     if items is not None and "title" in items.columns:
         titles = items.select(pl.col("item_id").cast(recs["item_id"].dtype), "title")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -256,6 +256,27 @@ class Recommender(ABC):
             }
         )
 
+    def recommend_batches(
+        self,
+        users: Iterable[Any] | None = None,
+        *,
+        batch: int = 4096,
+        k: int = 10,
+        filter_seen: bool = True,
+        items: Iterable[Any] | None = None,
+        index: ItemIndex | None = None,
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`recommend` for ``users`` (default: every user of the fitted data),
+        ``batch`` users at a time, so that writing them out holds one batch in memory."""
+        if batch < 1:
+            raise EvorecError(f"batch must be at least 1, got {batch}")
+        ids = self.fitted_dataset().user_ids if users is None else list(users)
+        allowed = None if items is None else list(items)
+        for start in range(0, len(ids), batch):
+            yield self.recommend(
+                ids[start : start + batch], k=k, filter_seen=filter_seen, items=allowed, index=index
+            )
+
     def explain(
         self,
         user: Any | None = None,
@@ -468,4 +489,3 @@ def _as_tensors(state: Any) -> Any:
     if isinstance(state, np.generic):
         return state.item()
     return state
-
