@@ -132,7 +132,7 @@ def main() -> None:
 
     results = {
         "command": "python benchmarks/make_log.py " + " ".join(sys.argv[1:]),
-        "machine": "2 CPU cores shared with other processes, one torch thread",
+        "machine": f"2 CPU cores, {pl.thread_pool_size()} Polars thread(s), one torch thread",
         "runs": runs,
     }
     write_atomic_text(args.measure, json.dumps(results, indent=2))
