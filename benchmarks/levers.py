@@ -36,6 +36,19 @@ LEVERS = {
         "levers-beauty-ligr.json",
         "LiGR blocks: norm=rms ffn=swiglu gated=true",
     ),
+    "sasrec_ss": (
+        "levers-beauty-ss.json",
+        "SASRec+SS recipe: layers=1 dropout=0.2 loss=sampled_softmax n_negatives=256 "
+        "negative_power=0 lr=1e-3 epochs=200 patience=50",
+    ),
+    "cosine": (
+        "levers-beauty-cosine.json",
+        "warm-up and decay: warmup_epochs=1 lr_schedule=cosine (over the 40 epochs)",
+    ),
+    "gbce": (
+        "levers-beauty-gbce.json",
+        "gBCE: loss=gbce gbce_t=0.75 n_negatives=256 negative_power=0",
+    ),
 }
 METRICS = ("NDCG@10", "HR@10")
 EPOCH_LINE = re.compile(r"epoch (\d+) loss (\S+)\s+val NDCG@10 (\S+)")
