@@ -114,6 +114,35 @@ def test_gbce_with_t_zero_is_binary_cross_entropy(cycle: Dataset) -> None:
     assert torch.allclose(task.gbce(positive, negative), bce, atol=1e-5)
 
 
+@pytest.mark.parametrize("negatives", ["shared", "per_position"])
+def test_sampled_softmax_negatives_shared_or_per_position(cycle: Dataset, negatives: str) -> None:
+    """The loss is the cross-entropy of the target against the negatives the generator
+    draws: one set for all positions, or n_negatives for each position in turn."""
+    model = SASRec(TINY, loss="sampled_softmax", n_negatives=4, negatives=negatives)
+    model.prepare(cycle, progress=False)
+    task = SequenceTask(model, cycle)
+    hidden, target = torch.randn(5, TINY["dim"]), torch.tensor([0, 1, 2, 3, 4])
+    state = task.generator.get_state()
+    loss = task.output_loss(hidden, target)
+    task.generator.set_state(state)
+    drawn = torch.multinomial(
+        task.negative_probs,
+        4 * (5 if negatives == "per_position" else 1),
+        True,
+        generator=task.generator,
+    )
+    drawn = drawn.view(5, 4) if negatives == "per_position" else drawn.expand(5, 4)
+    table = model.network.item_weights()
+    log_q = task.log_q
+    positive = (hidden * table[target]).sum(1, keepdim=True) - log_q[target, None]
+    negative = torch.einsum("nd,nkd->nk", hidden, table[drawn]) - log_q[drawn]
+    negative = negative.masked_fill(drawn == target[:, None], -torch.inf)
+    expected = F.cross_entropy(torch.cat([positive, negative], 1), torch.zeros(5, dtype=torch.long))
+    assert torch.allclose(loss, expected, atol=1e-5)
+    if negatives == "per_position":  # the positions did not all get the same negatives
+        assert len({tuple(row.tolist()) for row in drawn}) > 1
+
+
 def test_lr_factor_warms_up_then_decays() -> None:
     assert lr_factor(0.5, 10, warmup_epochs=2) == pytest.approx(0.25)
     assert lr_factor(5.0, 10, warmup_epochs=2) == 1.0
@@ -156,8 +185,9 @@ def test_schedule_sets_the_optimizer_lr_per_step(cycle: Dataset) -> None:
         {"loss": "gbce", "n_negatives": 8, "negative_power": 0.0},
         {"warmup_epochs": 1.0, "lr_schedule": "cosine"},
         {**LIGR, "layers": 1, "loss": "sampled_softmax", "n_negatives": 8},
+        {"loss": "sampled_softmax", "n_negatives": 8, "negatives": "per_position"},
     ],
-    ids=["ligr", "gbce", "warmup-cosine", "esasrec"],
+    ids=["ligr", "gbce", "warmup-cosine", "esasrec", "per-position-negatives"],
 )
 def test_levers_learn_the_cycle(cycle: Dataset, levers: dict) -> None:
     model = SASRec({**TINY, "epochs": 30, "lr": 5e-3, **levers}).fit(cycle)

@@ -80,6 +80,12 @@ class SequentialConfig(ModelConfig):
         description="gBCE calibration: 0 is plain BCE, 1 calibrates the scores to the full "
         "catalogue's probabilities (assumes uniform negatives: negative_power 0)",
     )
+    negatives: Literal["shared", "per_position"] = Field(
+        "shared",
+        description="sampled negatives: one set of n_negatives for every position of a "
+        "batch, or a set drawn for each position (more distinct negatives, n_negatives item "
+        "rows per position)",
+    )
     negative_power: float = Field(
         0.75, ge=0, description="negatives drawn with probability ~ popularity ** power"
     )
@@ -527,23 +533,29 @@ class SequenceTask:
         if self.config.loss == "softmax":
             hidden, weight = self.model.scoring_space(hidden, self.network.item_weights())
             return F.cross_entropy(hidden @ weight.T, target)
+        n, k = len(target), self.config.n_negatives
+        per_position = self.config.negatives == "per_position"
         negatives = torch.multinomial(
             self.negative_probs,
-            self.config.n_negatives,
+            k * n if per_position else k,
             replacement=True,
             generator=self.generator,
         ).to(self.device)
-        # only the rows of the targets and the shared negatives
+        # only the rows of the targets and the negatives
         rows = self.network.item_rows(torch.cat([target, negatives]))
         hidden, rows = self.model.scoring_space(hidden, rows)
-        positive = (hidden * rows[: len(target)]).sum(-1, keepdim=True)
-        negative = hidden @ rows[len(target) :].T
-        collision = negatives[None, :] == target[:, None]
+        positive = (hidden * rows[:n]).sum(-1, keepdim=True)
+        if per_position:  # [n, k]: each position's own negatives
+            negatives = negatives.view(n, k)
+            negative = torch.einsum("nd,nkd->nk", hidden, rows[n:].view(n, k, -1))
+        else:  # [k]: one set for every position
+            negative = hidden @ rows[n:].T
+        collision = negatives == target[:, None]
         if self.config.loss == "gbce":
             return self.gbce(positive, negative.masked_fill(collision, -torch.inf))
         log_q = self.log_q
         positive = positive - log_q[target, None]
-        negative = (negative - log_q[negatives][None, :]).masked_fill(collision, -torch.inf)
+        negative = (negative - log_q[negatives]).masked_fill(collision, -torch.inf)
         logits = torch.cat([positive, negative], dim=1)
         zeros = torch.zeros(len(target), dtype=torch.long, device=self.device)
         return F.cross_entropy(logits, zeros)
