@@ -77,6 +77,12 @@ class EvaluationConfig(BaseModel):
         "dataset take items again (repeat consumption)",
     )
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    users: int | None = Field(
+        None,
+        ge=2,
+        description="evaluate the test split on a random sample of this many users; reports "
+        "give the sample size and a 95% confidence interval",
+    )
 
 
 class RunConfig(BaseModel):

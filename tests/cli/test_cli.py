@@ -170,6 +170,7 @@ def test_evaluate_reproduces_saved_metrics(
     saved = json.loads((model_dir / "metrics.json").read_text())
     again = json.loads(out.read_text())
     assert again.keys() == saved.keys()
+    assert again.pop("ci95") == pytest.approx(saved.pop("ci95"), abs=1e-9)
     assert again == pytest.approx(saved, abs=1e-9)
 
 

@@ -63,12 +63,14 @@ def run_bench(
     console: Console | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     seeds: list[int] | None = None,
+    eval_users: int | None = None,
 ) -> dict[str, Any]:
     """Run every model on every dataset, once per seed of ``seeds`` (by default the model's
     configured seed); each model's row holds the mean of every metric over the seeds, their
     standard deviation under ``std`` and each seed's run under ``runs``. ``checkpoint``
     receives the results so far after each model, so a long run that is interrupted keeps
-    what it finished."""
+    what it finished. With ``eval_users`` every model is tested on the same random sample of
+    that many users of each dataset (``ci95``: the 95% confidence intervals)."""
     seeds = seeds or [None]
     console = console or Console(quiet=True)
     params = model_overrides(overrides or [], models)
@@ -89,6 +91,15 @@ def run_bench(
             "selection": "epochs chosen on validation NDCG@10 only; test metrics are "
             "reported, never used to choose",
             "ties": "broken at random per user (a constant model gets the random hit rate)",
+            **(
+                {
+                    "test_users": f"a uniform random sample of {eval_users} users per dataset, "
+                    "the same for every model; ci95: half-width of the 95% confidence interval "
+                    "of each metric's mean over all test users"
+                }
+                if eval_users is not None
+                else {}
+            ),
         },
         "datasets": [],
         "quality_threshold": quality,
@@ -114,7 +125,8 @@ def run_bench(
             per_seed = []
             for seed in seeds:
                 settings = params[name] if seed is None else {**params[name], "seed": seed}
-                per_seed.append(_bench_one(model_class(settings), split, quality, progress))
+                model = model_class(settings)
+                per_seed.append(_bench_one(model, split, quality, progress, eval_users))
             row = aggregate_seeds(per_seed, seeds)
             model_name = per_seed[0]["name"]
             entry["models"][model_name] = row
@@ -123,6 +135,8 @@ def run_bench(
             spread = (
                 f" ± {row['std']['NDCG@10']:.4f} over {len(seeds)} seeds" if len(seeds) > 1 else ""
             )
+            if _sampled(row):
+                spread += f" (95% CI ± {row['ci95']['NDCG@10']:.4f}, {_test_users(row)} users)"
             console.print(
                 f"  {model_name}: NDCG@10 {row['NDCG@10']:.4f}{spread} "
                 f"HR@10 {row['HR@10']:.4f} ({row['train_seconds']:.0f}s train)"
@@ -130,18 +144,24 @@ def run_bench(
     return results
 
 
-def _bench_one(model: Any, split: Any, quality: float, progress: bool) -> dict[str, Any]:
-    """Fit ``model`` on ``split`` (validation picks the epoch) and evaluate it on the test."""
+def _bench_one(
+    model: Any, split: Any, quality: float, progress: bool, eval_users: int | None = None
+) -> dict[str, Any]:
+    """Fit ``model`` on ``split`` (validation picks the epoch) and evaluate it on the test
+    (on a sample of ``eval_users`` users when given)."""
     began = time.perf_counter()
     model.fit(split, progress=progress)
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
-    test = evaluate(model, split.test)
+    test = evaluate(model, split.test, users=eval_users)
     eval_seconds = time.perf_counter() - began
     info = model.fit_info
     row: dict[str, Any] = {
         "name": model.name,
         **test.metrics,
+        "test_users": test.users,
+        "test_population": test.population,
+        "ci95": test.ci95,
         "config": model.config.model_dump(),
         "parameters": count_parameters(model),
         "train_seconds": train_seconds,
@@ -179,8 +199,22 @@ def aggregate_seeds(runs: list[dict[str, Any]], seeds: list[int | None]) -> dict
         same_int = all(isinstance(v, int) for v in values) and len(set(values)) == 1
         row[key] = values[0] if same_int else float(np.mean(values))
         row["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    if "ci95" in runs[0]:  # every seed tests the same users: the mean half-width
+        row["ci95"] = {
+            key: float(np.mean([run["ci95"][key] for run in runs])) for key in runs[0]["ci95"]
+        }
     row["runs"] = [{"seed": seed, **run} for seed, run in zip(seeds, runs, strict=True)]
     return row
+
+
+def _sampled(row: dict[str, Any]) -> bool:
+    """Whether ``row`` was tested on a sample of the test users (rows of older results
+    record no sample size: tested on all)."""
+    return row.get("test_users", 0) < row.get("test_population", 0)
+
+
+def _test_users(row: dict[str, Any]) -> str:
+    return f"{row['test_users']} of {row['test_population']}"
 
 
 def _cell(value: Any, digits: int = 4) -> str:
@@ -199,7 +233,15 @@ def _spread(row: dict[str, Any], key: str) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     """One row per dataset and model, metrics as mean ± std over the seeds where there are
     several; ``val NDCG@10`` is the best validation score (what selects), ``NDCG@10 ×`` the
-    ratio to the first model run on the same dataset in the same process (the baseline)."""
+    ratio to the first model run on the same dataset in the same process (the baseline).
+    Where the test was on a sample of users, a line above the table says so and two columns
+    give the sample size and the 95% confidence interval of NDCG@10."""
+    sampled = {
+        entry["name"]: _test_users(row)
+        for entry in results["datasets"]
+        for row in entry["models"].values()
+        if _sampled(row)
+    }
     header = [
         "dataset",
         "seen",
@@ -216,7 +258,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"s to val NDCG@10≥{results.get('quality_threshold', 0.04)}",
         "seeds",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if sampled:
+        header[3 + len(TABLE_METRICS) : 3 + len(TABLE_METRICS)] = ["test users", "NDCG@10 95% CI"]
+    lines = [f"{name}: test on {users} users (95% CI)" for name, users in sampled.items()]
+    lines += [""] if lines else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results["datasets"]:
         rows = entry["models"]
         baseline = next(iter(rows.values()), {}).get("NDCG@10") if rows else None
@@ -226,7 +272,9 @@ def markdown_table(results: dict[str, Any]) -> str:
                 entry["name"],
                 "filtered" if entry.get("filter_seen", True) else "kept",
                 name,
-                *(_spread(row, m) for m in (*TABLE_METRICS, "best_valid_ndcg10")),
+                *(_spread(row, m) for m in TABLE_METRICS),
+                *(_sample_cells(row) if sampled else []),
+                _spread(row, "best_valid_ndcg10"),
                 _cell(ratio, 2),
                 _cell(row.get("parameters")),
                 _cell(row.get("best_epoch")),
@@ -239,3 +287,10 @@ def markdown_table(results: dict[str, Any]) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _sample_cells(row: dict[str, Any]) -> list[str]:
+    """The ``test users`` and ``NDCG@10 95% CI`` cells of a row."""
+    if not _sampled(row):
+        return [_cell(row.get("test_users")), "-"]
+    return [_test_users(row), f"± {row['ci95']['NDCG@10']:.4f}"]

@@ -110,8 +110,11 @@ def _check_bench_overrides(sets: list[str], models: list[str]) -> None:
             raise ConfigError(f"--set {item}: no model field '{field}' in {', '.join(targets)}")
 
 
-def metrics_table(title: str, metrics: dict[str, float]) -> Table:
-    """One row per cut-off K, one column per metric; other values (coverage) in the title."""
+def metrics_table(
+    title: str, metrics: dict[str, float], ci95: dict[str, float] | None = None
+) -> Table:
+    """One row per cut-off K, one column per metric; other values (coverage) in the title.
+    With ``ci95`` (a sampled evaluation) each value shows its 95% confidence interval."""
     by_k: dict[str, dict[str, float]] = {}
     extras = []
     for key, value in metrics.items():
@@ -126,8 +129,12 @@ def metrics_table(title: str, metrics: dict[str, float]) -> Table:
     for name in names:
         table.add_column(name, justify="right")
     for k, row in by_k.items():
-        table.add_row(k, *(f"{row[name]:.4f}" for name in names))
+        table.add_row(k, *(_with_ci(row[name], (ci95 or {}).get(f"{name}@{k}")) for name in names))
     return table
+
+
+def _with_ci(value: float, half_width: float | None) -> str:
+    return f"{value:.4f}" + (f" ± {half_width:.4f}" if half_width is not None else "")
 
 
 def _print_report(dataset: Any) -> None:
@@ -220,8 +227,9 @@ def train(
         metrics_table(
             f"{result.model.name} test: {result.split.protocol['split']}, full ranking, "
             f"seen items {'filtered' if result.test.filter_seen else 'kept'}, "
-            f"{result.test.users} users",
+            f"{result.test.users_label()}",
             metrics,
+            result.test.ci95 if result.test.sampled else None,
         )
     )
     if refit:
@@ -248,12 +256,21 @@ def evaluate(
     manifest = read_manifest(model_dir)
     if "refit" in manifest and filter_seen is None:
         held_out = manifest["test"]
+        users, population = held_out["users"], held_out.get("population", held_out["users"])
+        sampled = users < population  # older models record no population: tested on all
+        label = f"{users} of {population} users (95% CI)" if sampled else f"{users} users"
         console.print(
             metrics_table(
                 f"{manifest['model']} test, measured before the refit on all events: "
                 f"{manifest['protocol']['split']}, full ranking, seen items "
-                f"{'filtered' if held_out['filter_seen'] else 'kept'}, {held_out['users']} users",
-                {k: v for k, v in held_out.items() if k not in ("users", "filter_seen")},
+                f"{'filtered' if held_out['filter_seen'] else 'kept'}, "
+                f"{label}",
+                {
+                    k: v
+                    for k, v in held_out.items()
+                    if k not in ("users", "population", "filter_seen", "ci95")
+                },
+                held_out["ci95"] if sampled else None,
             )
         )
         if json_out is not None:
@@ -264,8 +281,9 @@ def evaluate(
         metrics_table(
             f"{model.name} test: {split.protocol['split']}, full ranking over {model.n_items} "
             f"items, seen items {'filtered' if result.filter_seen else 'kept'}, "
-            f"{result.users} users",
+            f"{result.users_label()}",
             result.metrics,
+            result.ci95 if result.sampled else None,
         )
     )
     if json_out is not None:
@@ -413,6 +431,14 @@ def bench(
         str | None,
         typer.Option(help="comma-separated seeds: each model trained once per seed, mean ± std"),
     ] = None,
+    eval_users: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-users",
+            min=2,
+            help="test on a random sample of this many users (full ranking each), with 95% CIs",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Standard protocol (leave-one-out, full ranking) for each model on each dataset."""
@@ -433,6 +459,7 @@ def bench(
         console=console,
         checkpoint=save,
         seeds=_seed_list(seeds),
+        eval_users=eval_users,
     )
     save(results)
     console.print(markdown_table(results))

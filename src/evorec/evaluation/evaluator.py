@@ -1,4 +1,6 @@
-"""Full-ranking evaluation: every item is a candidate, no sampled negatives."""
+"""Full-ranking evaluation: every item is a candidate, no sampled negatives. On a large
+test split the users can be sampled instead: each sampled user is still ranked against the
+full catalogue, and the report gives the sample size and a 95% confidence interval."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
-from evorec.errors import NonFiniteError
+from evorec.errors import ConfigError, NonFiniteError
 from evorec.evaluation.metrics import DEFAULT_KS, ranking_metrics
 from evorec.retrieval.ranking import exclude_seen
 
@@ -20,17 +22,61 @@ if TYPE_CHECKING:
 SCORE_BUDGET = 2**25  # scores held at once (floats): bounds evaluation memory
 UNRANKED = np.iinfo(np.int64).max  # rank of a target removed from the ranking
 TIE_SEED = 0  # ties are broken in the same random order in every evaluation
+Z95 = 1.96  # two-sided 95% quantile of the normal distribution
 
 
 @dataclass
 class EvalResult:
+    """``users`` rows evaluated out of ``population``; ``ci95`` the half-width of the 95%
+    confidence interval of each per-user-mean metric (0 when every row was evaluated)."""
+
     metrics: dict[str, float]
     users: int
     filter_seen: bool
+    population: int
+    ci95: dict[str, float]
     per_user: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    @property
+    def sampled(self) -> bool:
+        return self.users < self.population
+
+    def users_label(self) -> str:
+        """``"6040 users"``, or ``"500 of 6040 users (95% CI)"`` for a sample."""
+        if self.sampled:
+            return f"{self.users} of {self.population} users (95% CI)"
+        return f"{self.users} users"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"users": self.users, "filter_seen": self.filter_seen, **self.metrics}
+        return {
+            "users": self.users,
+            "population": self.population,
+            "filter_seen": self.filter_seen,
+            **self.metrics,
+            "ci95": self.ci95,
+        }
+
+
+def sample_rows(population: int, users: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted positions of the rows to evaluate: all ``population`` of them, or a uniform
+    sample of ``users`` drawn without replacement when that is fewer."""
+    if users is None or users >= population:
+        return np.arange(population)
+    if users < 2:
+        raise ConfigError(f"evaluation users={users}: a sample needs at least 2 users")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(population, size=users, replace=False))
+
+
+def ci_half_width(values: np.ndarray, population: int) -> float:
+    """Half-width of the 95% confidence interval of the population mean from the sample
+    ``values`` (drawn without replacement): normal approximation with the finite-population
+    correction, so it is 0 when the sample is the whole population."""
+    n = len(values)
+    if n >= population:
+        return 0.0
+    std_error = float(np.std(values, ddof=1)) / np.sqrt(n)
+    return Z95 * std_error * float(np.sqrt((population - n) / (population - 1)))
 
 
 def check_finite(scores: torch.Tensor, model_name: str) -> None:
@@ -111,6 +157,8 @@ def evaluate(
     ks: tuple[int, ...] = DEFAULT_KS,
     filter_seen: bool | None = None,
     coverage_k: int = 10,
+    users: int | None = None,
+    seed: int = 0,
 ) -> EvalResult:
     """Rank the full catalogue for every user of ``data`` and average the metrics.
 
@@ -118,16 +166,23 @@ def evaluate(
     the user has already seen can then not be hit); by default as ``data`` says (filtered
     unless the dataset has repeat consumption). Catalogue coverage@``coverage_k`` is the
     share of items that appear in at least one user's top list.
+
+    With ``users`` fewer than the rows of ``data``, only a uniform random sample of that many
+    rows (drawn with ``seed``) is evaluated; a sampled row ranks exactly as in the full
+    evaluation (its ties are broken by its position in ``data``), and ``ci95`` gives each
+    mean's 95% confidence interval. Coverage counts the sampled users' top lists only.
     """
     if filter_seen is None:
         filter_seen = data.filter_seen
+    population = len(data)
+    row_ids = sample_rows(population, users, seed)
     n_items = model.n_items
     chunk = max(1, SCORE_BUDGET // max(n_items, 1))
     all_ranks: list[np.ndarray] = []
     recommended = np.zeros(n_items, dtype=bool)
     with torch.inference_mode():
-        for start in range(0, len(data), chunk):
-            rows = np.arange(start, min(start + chunk, len(data)))
+        for start in range(0, len(row_ids), chunk):
+            rows = row_ids[start : start + chunk]
             hist = data.histories.take(rows)
             scores = model.score(hist).float()
             check_finite(scores, model.name)
@@ -144,5 +199,6 @@ def evaluate(
         for name, values in per_user.items()
         if multi_target or not name.startswith("Recall")
     }
+    ci95 = {name: ci_half_width(per_user[name], population) for name in metrics}
     metrics[f"Coverage@{coverage_k}"] = float(recommended.mean())
-    return EvalResult(metrics, len(data), filter_seen, per_user)
+    return EvalResult(metrics, len(row_ids), filter_seen, population, ci95, per_user)

@@ -79,7 +79,11 @@ def train(
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     result = evaluate(
-        model, split.test, ks=tuple(config.evaluation.ks), filter_seen=config.evaluation.filter_seen
+        model,
+        split.test,
+        ks=tuple(config.evaluation.ks),
+        filter_seen=config.evaluation.filter_seen,
+        users=config.evaluation.users,
     )
     eval_seconds = time.perf_counter() - began
     extra: dict[str, Any] = {}
@@ -212,6 +216,7 @@ def evaluate_model_dir(
         split.test,
         ks=tuple(evaluation.ks),
         filter_seen=evaluation.filter_seen if filter_seen is None else filter_seen,
+        users=evaluation.users,
     )
     return model, split, result
 
