@@ -230,7 +230,11 @@ def finetune(
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     result = evaluate(
-        model, split.test, ks=tuple(config.evaluation.ks), filter_seen=config.evaluation.filter_seen
+        model,
+        split.test,
+        ks=tuple(config.evaluation.ks),
+        filter_seen=config.evaluation.filter_seen,
+        users=config.evaluation.users,
     )
     eval_seconds = time.perf_counter() - began
     extra: dict[str, Any] = {}
