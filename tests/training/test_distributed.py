@@ -1,6 +1,6 @@
 """Data-parallel training (PyTorch DDP, Gloo, 2 processes): the same steps as one process
 on the global batch, the same quality on real data, a killed rank fails the run cleanly and
-``--resume`` continues it."""
+``--resume`` continues it, and ``update --nproc 2`` writes the version one process does."""
 
 from __future__ import annotations
 
@@ -21,10 +21,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import shared_dataset
 
+from evorec import load_model
+from evorec.config import RunConfig
 from evorec.data.dataset import Dataset
 from evorec.data.load import from_frame
+from evorec.data.preprocess import PreprocessConfig, preprocess
+from evorec.data.simulate import simulate
 from evorec.models import SASRec
+from evorec.store import EventStore
 from evorec.training.loop import load_checkpoint
+from evorec.training.pipeline import train
 from evorec.training.trainer import SequenceTrainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -213,3 +219,74 @@ def test_a_killed_rank_fails_the_run_and_resume_continues(tmp_path: Path) -> Non
     assert [h["loss"] for h in history[:done_epochs]] == [
         h["loss"] for h in saved["history"][:done_epochs]
     ]
+
+
+def _update_inputs(tmp_path: Path) -> tuple[Path, str]:
+    """A small SASRec without dropout (every rank computes the same function, as in
+    :func:`train_case`) and a store with its events plus new ones: 60 known and 10 new
+    users each walk 5 steps of a chain of 10 new items."""
+    sim = simulate(n_users=150, n_items=80, n_topics=4, seed=1)
+    data = preprocess(sim.raw, PreprocessConfig(min_user_events=5, min_item_events=5))
+    model = {
+        "name": "sasrec", "dim": 16, "max_len": 20, "dropout": 0.0, "loss": "softmax",
+        "batch_size": 32, "epochs": 3, "device": "cpu",
+    }  # fmt: skip
+    base = tmp_path / "v1"
+    train(RunConfig(model=model), base, dataset=data)
+    db = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(db)
+    try:
+        store.import_dataset(data)
+        start = int(data.events["timestamp"].max()) + 10
+        users = data.user_ids.to_list()[:60] + list(range(90_000, 90_010))
+        rng = np.random.default_rng(0)
+        store.add_events(
+            {"user_id": user, "item_id": 10_000 + (first + step) % 10, "timestamp": start + step}
+            for user, first in zip(users, rng.integers(10, size=len(users)), strict=True)
+            for step in range(5)
+        )
+    finally:
+        store.close()
+    return base, db
+
+
+def test_update_on_two_processes_writes_the_single_process_version(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    base, db = _update_inputs(tmp_path)
+    link = tmp_path / "current"
+    outs = {}
+    for nproc in (1, 2):
+        outs[nproc] = tmp_path / f"nproc{nproc}"
+        done = subprocess.run(
+            evorec("update", "--model-dir", base, "--db", db, "--out", outs[nproc],
+                   "--epochs", 2, "--link", link, "--quiet", "--nproc", nproc),
+            env=_env(COLUMNS="200", EVOREC_DIST_TIMEOUT="60"), capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        # rank 0 alone reports (and points the link)
+        assert done.stdout.count("hold-out: last event of 70 updated users") == 1, done.stdout
+    assert link.resolve() == outs[2].resolve()
+
+    manifests = {n: json.loads((out / "evorec-model.json").read_text()) for n, out in outs.items()}
+    counts = {
+        n: {k: v for k, v in m["update"].items() if isinstance(v, int)}
+        for n, m in manifests.items()
+    }
+    assert counts[1] == counts[2] and counts[2]["new_events"] == 70 * 5, counts
+    assert manifests[1]["cutoff"] == manifests[2]["cutoff"]
+
+    single, ddp = (load_model(outs[n]) for n in (1, 2))
+    assert ddp.n_items == single.n_items == load_model(base).n_items + 10
+    one = single.fitted_network().state_dict()
+    two = ddp.fitted_network().state_dict()
+    old = load_model(base).fitted_network().state_dict()
+    assert one.keys() == two.keys()
+    # the same AdamW steps on the same global batches, in both fine-tunes (measured and refit)
+    for key, value in one.items():
+        diff = (two[key] - value).abs().max().item()
+        assert diff <= TOLERANCE["adamw"], f"{key}: max difference {diff}"
+    # an update that moved nothing would match too
+    moved = max((one[k] - v).abs().max().item() for k, v in old.items() if one[k].shape == v.shape)
+    assert moved > 10 * TOLERANCE["adamw"], "the update did not move the parameters"

@@ -625,15 +625,20 @@ def update(
         ),
     ] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    nproc: NprocOption = 1,
 ) -> None:
     """Fine-tune a sequence model on the store's events after its cut-off; new version."""
+    if distributed(nproc, console):
+        return
     from evorec.modeldir import point
     from evorec.store import EventStore
+    from evorec.training.distributed import is_main, main_first
     from evorec.training.incremental import update as run_update
     from evorec.training.incremental import update_config
 
     config = update_config({"epochs": epochs, "lr": lr, "replay": replay})
-    store = EventStore(db)
+    with main_first():  # opening creates or migrates the schema: one rank at a time
+        store = EventStore(db)
     try:
         result = run_update(
             model_dir,
@@ -647,6 +652,8 @@ def update(
         )
     finally:
         store.close()
+    if not is_main():  # rank 0 wrote the new version and reports it
+        return
     if link is not None:
         point(link, out)
     counts = result.counts

@@ -16,6 +16,11 @@ an update from another store is refused (``force``: read the events newer than t
 time instead). Users erased from the store (its erasure log) leave the new version: their
 events and id mapping rows are dropped from the parent's dataset, and the events they posted
 after their erasure come back as a new user's.
+
+In a distributed run (``evorec update --nproc N``, torchrun) every rank reads the same
+events and takes the same replay sample and hold-out (the same seed); the fine-tuning is
+data-parallel, rank 0's hold-out metrics decide ``reject_worse`` on every rank, and rank 0
+alone writes the new version.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from evorec.modeldir import (
 )
 from evorec.models.base import Recommender, read_manifest
 from evorec.models.sequential import SequenceNetwork, SequentialRecommender
+from evorec.training.distributed import broadcast_object, context, is_main
 
 if TYPE_CHECKING:
     from evorec.store import EventStore
@@ -109,9 +115,9 @@ def update(
     refit: bool = True,
 ) -> UpdateResult:
     """Update the model in ``model_dir`` with the events of ``store`` after its cut-off and
-    save it to ``out`` (atomically), with the parent version and the new cut-off; the
-    store's erased users are left out. ``force``: accept a store other than the cut-off's,
-    reading its events newer than the cut-off time.
+    save it to ``out`` (atomically; in a distributed run rank 0 writes), with the parent
+    version and the new cut-off; the store's erased users are left out. ``force``: accept a
+    store other than the cut-off's, reading its events newer than the cut-off time.
 
     The update is first fine-tuned without each updated user's last event and measured on
     those events; with ``refit`` (the default) the saved model is then fine-tuned the same
@@ -158,6 +164,8 @@ def update(
     fit_info = fine_tune(model, train, config, progress)
     model.dataset = data
     new_scores = _rank_metrics(evaluate(model, holdout, ks=KS).metrics)
+    if context().active:  # one decision and one record for all ranks: rank 0's
+        old_scores, new_scores = broadcast_object((old_scores, new_scores))
     if reject_worse and new_scores["NDCG@10"] < old_scores["NDCG@10"]:
         raise EvorecError(
             f"updated model NDCG@10 {new_scores['NDCG@10']:.4f} < old "
@@ -207,7 +215,8 @@ def update(
         extra["run_config"] = manifest["run_config"]
         if (model_dir / RUN_CONFIG).is_file():
             files[RUN_CONFIG] = (model_dir / RUN_CONFIG).read_text()
-    model.save(out, extra=extra, files=files)
+    if is_main():
+        model.save(out, extra=extra, files=files)
     return UpdateResult(model, parent, new_cutoff, counts, old_scores, new_scores, fit_info)
 
 
