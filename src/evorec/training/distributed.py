@@ -132,10 +132,19 @@ def main_first() -> Iterator[None]:
     same file."""
     ctx = context()
     if ctx.active and ctx.local_rank != 0:
-        dist.barrier()
+        _barrier(ctx)
     yield
     if ctx.active and ctx.local_rank == 0:
+        _barrier(ctx)
+
+
+def _barrier(ctx: Context) -> None:
+    try:
         dist.barrier()
+    except RuntimeError:  # a rank failed before reaching it, and says why itself
+        raise DistributedError(
+            f"rank {ctx.rank}: another rank stopped before the barrier"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -264,10 +273,12 @@ def launch(nproc: int, argv: list[str]) -> None:
         rank, code = failed
         _stop(procs)
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        raise DistributedError(
-            f"rank {rank} of {nproc} {how}; the other ranks were stopped. Rerun the same "
-            "command with --resume to continue from the last checkpoint"
+        hint = (
+            " Rerun the same command with --resume to continue from the last checkpoint"
+            if next((arg for arg in argv if not arg.startswith("-")), None) == "train"
+            else ""
         )
+        raise DistributedError(f"rank {rank} of {nproc} {how}; the other ranks were stopped.{hint}")
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]]) -> tuple[int, int] | None:
