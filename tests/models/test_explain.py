@@ -307,5 +307,16 @@ def test_the_api_explains_each_recommendation_with_stored_ids_and_times(
         stored = set(dataset.item_ids.gather(dataset.histories[0]).to_list())
         assert known["items"][0]["explained_by"]
         assert {e["item_id"] for e in known["items"][0]["explained_by"]} <= stored
+        raw = {"items": [e["item_id"] for e in events], "timestamps": list(posted.values())}
+        raw |= {"k": 3, "explain": True, "explain_top": 2}
+        anonymous = client.post("/recommendations", json=raw).json()
+        # the same events as the stored history: the same items, explained the same way
+        assert [(i["item_id"], i["explained_by"]) for i in anonymous["items"]] == [
+            (i["item_id"], i["explained_by"]) for i in body["items"]
+        ]
+        unexplained = client.post("/recommendations", json={**raw, "explain": False}).json()
+        assert all(item["explained_by"] is None for item in unexplained["items"])
+        too_many = client.post("/recommendations", json={**raw, "explain_top": 51})
+        assert too_many.status_code == 422
     finally:
         store.close()

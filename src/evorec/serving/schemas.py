@@ -170,6 +170,12 @@ class HistoryIn(Strict):
     attributes: Annotated[dict[Text, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = Field(
         default_factory=dict, description="item attribute filters, column -> value"
     )
+    explain: StrictBool = Field(
+        False, description="each item with the events of the history that drive it"
+    )
+    explain_top: Annotated[StrictInt, Field(ge=1, le=MAX_EXPLAIN)] = Field(
+        3, description="explaining events per item"
+    )
 
     @model_validator(mode="after")
     def _aligned(self) -> HistoryIn:

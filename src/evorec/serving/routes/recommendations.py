@@ -72,7 +72,8 @@ def user_recommendations(
 
 @router.post("/recommendations", dependencies=[Depends(json_only)], responses=responses(415))
 async def history_recommendations(body: HistoryIn, service: ServiceDep) -> Recommendations:
-    """Top-K items for a raw history (anonymous or session users)."""
+    """Top-K items for a raw history (anonymous or session users); ``explain``: each item
+    with the ``explain_top`` events of the history whose removal lowers its score most."""
     served = service.current
     items = [str(i) for i in body.items]
     frame: dict[str, Any] = {"item_id": items}
@@ -89,7 +90,10 @@ async def history_recommendations(body: HistoryIn, service: ServiceDep) -> Recom
         None if body.deny is None else [str(i) for i in body.deny],
         body.attributes,
     )
-    return _recommendations(served, ranked, None)
+    recommendations = _recommendations(served, ranked, None)
+    if body.explain:
+        _explain(served, history, ranked, recommendations.items, body.explain_top)
+    return recommendations
 
 
 def _rank(
