@@ -154,6 +154,9 @@ def test_rating_threshold():
     ds = preprocess(raw, cfg)
     assert Counter(original_events(ds)) == Counter([(1, 1, 1), (1, 2, 2), (2, 2, 5)])
     assert sorted(ds.events["value"].to_list()) == [3.5, 4.0, 5.0]
+    # a threshold that no event passes leaves nothing for k-core: a clear error
+    with pytest.raises(DataError, match="no events left"):
+        preprocess(raw, cfg.model_copy(update={"min_rating": 9.0}))
 
 
 def test_max_user_events_drops_heavy_users():

@@ -141,6 +141,8 @@ def dense_codes(ids: pl.Series) -> np.ndarray:
 def k_core(events: pl.DataFrame, min_user: int, min_item: int) -> tuple[pl.DataFrame, int]:
     """Drop items with fewer than ``min_item`` events, then users with fewer than
     ``min_user``, until both hold; returns the events left and the rounds taken."""
+    if events.height == 0:
+        return events, 1
     users, items = dense_codes(events[USER]), dense_codes(events[ITEM])
     keep = np.ones(events.height, dtype=bool)
     rounds, left = 0, events.height
