@@ -413,7 +413,11 @@ def test_the_watcher_outlives_every_broken_version_and_swaps_in_the_next_good_on
 
             fixed = retrained_copy(model_dir, tmp_path / "fixed")
             point(link, fixed)
-            wait_for(lambda: service.current.version == model_version(fixed))
+            # the error is cleared just after the swap, in the watcher's thread
+            wait_for(
+                lambda: service.current.version == model_version(fixed)
+                and service.watch_error is None
+            )
             assert watcher.alive
             assert watcher.error is None and service.watch_error is None
             health = client.get("/health").json()
