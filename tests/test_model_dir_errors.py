@@ -415,8 +415,9 @@ def test_the_watcher_outlives_every_broken_version_and_swaps_in_the_next_good_on
             point(link, fixed)
             # the error is cleared just after the swap, in the watcher's thread
             wait_for(
-                lambda: service.current.version == model_version(fixed)
-                and service.watch_error is None
+                lambda: (
+                    service.current.version == model_version(fixed) and service.watch_error is None
+                )
             )
             assert watcher.alive
             assert watcher.error is None and service.watch_error is None
