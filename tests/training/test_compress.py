@@ -112,7 +112,7 @@ def test_a_pruned_model_has_the_stated_sparsity(source, tmp_path):
 def test_quantised_indexes_agree_with_exact_search(kind, floor):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((50, 32))
-    vectors = (centres[rng.integers(0, 50, 20_000)] + 0.5 * rng.standard_normal((20_000, 32)))
+    vectors = centres[rng.integers(0, 50, 20_000)] + 0.5 * rng.standard_normal((20_000, 32))
     vectors = vectors.astype(np.float32)
     queries = rng.standard_normal((100, 32)).astype(np.float32)
     seen = [rng.choice(20_000, 20, replace=False) for _ in range(100)]
@@ -157,9 +157,10 @@ def test_distillation_follows_the_teacher(teacher, split):
     histories = split.test.histories
     with torch.inference_mode():
         target = teacher.score(histories)
-        assert _agreement(distilled.score(histories), target)[0] > _agreement(
-            alone.score(histories), target
-        )[0]
+        assert (
+            _agreement(distilled.score(histories), target)[0]
+            > _agreement(alone.score(histories), target)[0]
+        )
 
 
 def test_a_compressed_training_run_evaluates_and_recommends_from_the_cli(run, split, tmp_path):

@@ -120,9 +120,7 @@ class Ensemble(Recommender):
         return self
 
     def _fit(self, train: Dataset, valid: EvalSet | None, progress: bool) -> None:
-        self.members = [
-            self.train_member(k, train, valid, progress) for k in range(self.n_members)
-        ]
+        self.members = [self.train_member(k, train, valid, progress) for k in range(self.n_members)]
         self.fit_info = {"members": [m.fit_info for m in self.members]}
 
     def _fitted_members(self) -> list[Recommender]:
