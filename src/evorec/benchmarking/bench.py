@@ -15,7 +15,7 @@ from rich.console import Console
 from evorec.config import apply_override
 from evorec.data.load import load_dataset
 from evorec.data.split import leave_one_out
-from evorec.evaluation.evaluator import evaluate
+from evorec.evaluation.evaluator import evaluate, users_label
 from evorec.models import get_model_class
 from evorec.training.pipeline import count_parameters
 from evorec.version import __version__
@@ -237,7 +237,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     Where the test was on a sample of users, a line above the table says so and two columns
     give the sample size and the 95% confidence interval of NDCG@10."""
     sampled = {
-        entry["name"]: _test_users(row)
+        entry["name"]: users_label(row["test_users"], row["test_population"])
         for entry in results["datasets"]
         for row in entry["models"].values()
         if _sampled(row)
@@ -260,7 +260,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     ]
     if sampled:
         header[3 + len(TABLE_METRICS) : 3 + len(TABLE_METRICS)] = ["test users", "NDCG@10 95% CI"]
-    lines = [f"{name}: test on {users} users (95% CI)" for name, users in sampled.items()]
+    lines = [f"{name}: test on {label}" for name, label in sampled.items()]
     lines += [""] if lines else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results["datasets"]:

@@ -250,6 +250,7 @@ def evaluate(
 ) -> None:
     """Evaluate a saved model on its test split (full ranking); for a model refit on every
     event, show the held-out metrics measured before the refit."""
+    from evorec.evaluation.evaluator import users_label
     from evorec.models.base import read_manifest
     from evorec.training.pipeline import evaluate_model_dir
 
@@ -258,13 +259,12 @@ def evaluate(
         held_out = manifest["test"]
         users, population = held_out["users"], held_out.get("population", held_out["users"])
         sampled = users < population  # older models record no population: tested on all
-        label = f"{users} of {population} users (95% CI)" if sampled else f"{users} users"
         console.print(
             metrics_table(
                 f"{manifest['model']} test, measured before the refit on all events: "
                 f"{manifest['protocol']['split']}, full ranking, seen items "
                 f"{'filtered' if held_out['filter_seen'] else 'kept'}, "
-                f"{label}",
+                f"{users_label(users, population)}",
                 {
                     k: v
                     for k, v in held_out.items()

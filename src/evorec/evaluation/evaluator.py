@@ -42,10 +42,7 @@ class EvalResult:
         return self.users < self.population
 
     def users_label(self) -> str:
-        """``"6040 users"``, or ``"500 of 6040 users (95% CI)"`` for a sample."""
-        if self.sampled:
-            return f"{self.users} of {self.population} users (95% CI)"
-        return f"{self.users} users"
+        return users_label(self.users, self.population)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +52,13 @@ class EvalResult:
             **self.metrics,
             "ci95": self.ci95,
         }
+
+
+def users_label(users: int, population: int) -> str:
+    """``"6040 users"``, or ``"500 of 6040 users (95% CI)"`` for a sample."""
+    if users < population:
+        return f"{users} of {population} users (95% CI)"
+    return f"{users} users"
 
 
 def sample_rows(population: int, users: int | None, seed: int = 0) -> np.ndarray:
