@@ -119,6 +119,93 @@ def _initial(settings: dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.fitted_network().state_dict().items()}
 
 
+# sparse_items: ~960 items of which the last windows (train_on last) and 16 negatives a
+# batch reach about 600, so untouched rows show; the item table is held to the gradient
+# tolerance (its rows get real gradients), the other parameters to AdamW's
+SPARSE = {
+    "loss": "sampled_softmax", "n_negatives": 16, "sparse_items": True, "train_on": "last",
+}  # fmt: skip
+SPARSE_CASES = {
+    "sparse": {**SPARSE, "accumulate": 1},
+    "sparse-accumulate": {**SPARSE, "accumulate": 2},
+}
+TABLE = "item_embedding.weight"
+Steps = tuple[dict[str, torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+
+
+def sparse_model(settings: dict) -> tuple[SASRec, Dataset]:
+    loose = {"min_user_events": 1, "min_item_events": 1}
+    data = from_frame(tiny_events(events=20, items=1500), preprocess_config=loose)
+    model = SASRec(dim=8, max_len=8, dropout=0.0, batch_size=24, epochs=2, device="cpu", **settings)
+    model.seed_rngs()
+    model.prepare(data, False)
+    return model, data
+
+
+def train_sparse(settings: dict) -> Steps:
+    """Two epochs of :func:`sparse_model` with its own optimiser (AdamW, SparseAdam on the
+    item table): its parameters, and the rows and values of the item table's gradient at
+    every optimiser step."""
+    model, data = sparse_model(settings)
+    trainer = SequenceTrainer(model, data, None)
+    table = trainer.module.item_embedding.weight
+    rows: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+
+    def record(*_: object) -> None:
+        assert table.grad is not None and table.grad.is_sparse
+        grad = table.grad.coalesce()
+        rows.append(grad.indices()[0].clone())
+        values.append(grad.values().clone())
+
+    trainer.optimizer.register_step_pre_hook(record)
+    trainer.run()
+    return {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}, rows, values
+
+
+def _sparse_rank(rank: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ["LOCAL_RANK"] = str(rank)
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=WORLD, timeout=timedelta(seconds=120)
+    )
+    try:
+        results = {name: train_sparse(settings) for name, settings in SPARSE_CASES.items()}
+        torch.save(results, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_sparse_items_step_like_one_process_and_leave_untouched_rows(tmp_path: Path) -> None:
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_sparse_rank, args=(f"file://{tmp_path / 'init'}", str(out)), nprocs=WORLD, join=True)
+    ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(WORLD)]
+    for name, settings in SPARSE_CASES.items():
+        state, rows, values = train_sparse(settings)
+        initial = sparse_model(settings)[0].fitted_network().item_embedding.weight.detach()
+        untouched = torch.ones(len(initial), dtype=torch.bool)
+        untouched[torch.cat(rows)] = False
+        untouched[0] = False  # padding
+        assert untouched.sum() > len(initial) // 4, f"{name}: the batches reached every row"
+        for rank, ddp in enumerate(ranks):
+            ddp_state, ddp_rows, ddp_values = ddp[name]
+            # every step's gradient on the table: the single process's rows and values
+            assert len(ddp_rows) == len(rows) >= 4, f"{name} rank {rank}"
+            for step in range(len(rows)):
+                assert torch.equal(ddp_rows[step], rows[step]), f"{name} rank {rank} step {step}"
+                diff = (ddp_values[step] - values[step]).abs().max().item()
+                assert diff <= TOLERANCE["sgd"], f"{name} rank {rank} step {step}: {diff}"
+            for key, value in state.items():
+                diff = (ddp_state[key] - value).abs().max().item()
+                tolerance = TOLERANCE["sgd" if key == TABLE else "adamw"]
+                assert diff <= tolerance, f"{name} rank {rank} {key}: max difference {diff}"
+            # lazy Adam: rows no batch reached are the initial ones, on every rank alike
+            assert torch.equal(ddp_state[TABLE][untouched], initial[untouched]), name
+            assert torch.equal(ddp_state[TABLE], ranks[0][name][0][TABLE]), name
+        moved = (state[TABLE] - initial).abs().max().item()
+        assert moved > 10 * TOLERANCE["sgd"], f"{name}: training did not move the item rows"
+
+
 def evorec(*args: str | Path | int) -> list[str]:
     return [sys.executable, "-m", "evorec", *map(str, args)]
 

@@ -9,9 +9,13 @@ The training loop asks :class:`DataParallel` for one optimiser step over the glo
 every batch of the epoch (the same list on every rank, drawn with the same seed) is split
 into N shards, each rank computes its shard's loss through DDP, which all-reduces the
 gradients; each rank's loss is weighted by its share of the batch's scored positions, so
-the step equals a single process's step on the whole batch. Validation is split the same
-way and its metric reduced, then broadcast from rank 0, so every rank takes the same
-early-stopping decision. Rank 0 writes checkpoints and the model directory.
+the step equals a single process's step on the whole batch. The item table of
+``sparse_items`` (looked up with sparse gradients) is left out of DDP, whose reducer
+all-reduces sparse gradients on Gloo only (NCCL has no sparse all-reduce): every rank
+gathers the others' touched rows and values instead (all-gathers of dense tensors, which
+both backends run) and averages them as DDP averages the dense gradients. Validation is
+split the same way and its metric reduced, then broadcast from rank 0, so every rank takes
+the same early-stopping decision. Rank 0 writes checkpoints and the model directory.
 """
 
 from __future__ import annotations
@@ -169,14 +173,23 @@ class DataParallel:
 
     def __init__(self, task: EpochTask, ctx: Context) -> None:
         self.ctx = ctx
-        if getattr(task.module, "sparse_rows", False):
-            raise DistributedError(
-                "sparse_items trains in one process (DDP all-reduces dense gradients); "
-                "drop --nproc or set sparse_items=false"
-            )
+        wrapper = _TaskLoss(task)
+        # the item table of sparse_items: its rows are averaged by sparse_reduce, not DDP
+        self.sparse = (
+            [task.module.item_embedding.weight]
+            if getattr(task.module, "sparse_rows", False)
+            else []
+        )
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            wrapper,
+            [name for name, p in wrapper.named_parameters() if any(p is t for t in self.sparse)],
+        )
+        with torch.no_grad():  # DDP gives every rank rank 0's parameters, bar the ignored
+            for table in self.sparse:
+                dist.broadcast(table, src=0)
         device = next(task.module.parameters()).device
         self.ddp = DistributedDataParallel(
-            _TaskLoss(task),
+            wrapper,
             device_ids=[device.index] if device.type == "cuda" else None,
         )
 
@@ -194,10 +207,51 @@ class DataParallel:
                 out.append(np.array_split(np.asarray(batch), world)[rank])
         return out
 
-    def step(self, *, sync: bool) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def step(self, *, sync: bool) -> Iterator[None]:
         """Around a batch's forward and backward; ``sync``: its backward ends an optimiser
-        step, so DDP all-reduces the gradients (otherwise they accumulate locally)."""
-        return contextlib.nullcontext() if sync else self.ddp.no_sync()
+        step, so DDP all-reduces the gradients and :meth:`sparse_reduce` the sparse ones
+        (otherwise they accumulate locally)."""
+        if not sync:
+            with self.ddp.no_sync():
+                yield
+            return
+        yield
+        self.sparse_reduce()
+
+    def sparse_reduce(self) -> None:
+        """Every rank's sparse gradient of each table left out of DDP, summed per row and
+        divided by the number of ranks (DDP's average): the rows and values of all ranks are
+        gathered, each padded to the longest rank's, and coalesced in rank order, so every
+        rank steps on the same gradient."""
+        world = self.ctx.world_size
+        for table in self.sparse:
+            device = table.device
+            grad = table.grad
+            if grad is None:  # no row looked up on this rank: it still takes part
+                grad = torch.sparse_coo_tensor(
+                    torch.zeros((1, 0), dtype=torch.long, device=device),
+                    table.new_zeros((0, *table.shape[1:])),
+                    table.shape,
+                )
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()
+            sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
+            dist.all_gather(sizes, torch.tensor([len(rows)], device=device))
+            counts = [int(size.item()) for size in sizes]
+            pad = max(counts) - len(rows)
+            all_rows = [rows.new_empty(max(counts)) for _ in range(world)]
+            dist.all_gather(all_rows, torch.cat([rows, rows.new_zeros(pad)]))
+            all_values = [values.new_empty((max(counts), *values.shape[1:])) for _ in range(world)]
+            dist.all_gather(
+                all_values, torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])
+            )
+            table.grad = torch.sparse_coo_tensor(
+                torch.cat([r[:n] for r, n in zip(all_rows, counts, strict=True)])[None],
+                torch.cat([v[:n] for v, n in zip(all_values, counts, strict=True)]) / world,
+                table.shape,
+                check_invariants=False,  # rows of valid sparse tensors, within the table
+            ).coalesce()
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, int, float]:
         """This shard's loss and count, and the weight that makes DDP's gradient average
