@@ -241,7 +241,8 @@ def test_delete_user_forgets_them(service: Service, client: TestClient) -> None:
     user = service.current.dataset.user_ids[2]
     count = int(service.current.dataset.histories.lengths[2])
     client.post("/events", json={"user_id": user, "item_id": "fresh"})
-    assert client.delete(f"/users/{user}").json() == {"user_id": str(user), "deleted": count + 1}
+    erased = client.delete(f"/users/{user}").json()
+    assert erased == {"user_id": str(user), "deleted": count + 1, "forgetting": False}
     assert not service.store.has_user(str(user))
     assert client.get(f"/users/{user}/recommendations").status_code == 404
     assert client.get(f"/users/{user}/history").status_code == 404

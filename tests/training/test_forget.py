@@ -251,6 +251,63 @@ def test_the_cli_forgets_through_a_link_erasing_from_the_store(
     assert "Traceback" not in again.stderr
 
 
+def test_serving_with_forget_on_delete_forgets_an_erased_user_from_the_served_model(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from evorec.serving import Service, create_app
+    from evorec.serving.forgetting import forgetting
+
+    versions = tmp_path / "models"
+    evorec.load_model(base_dir).save(versions / "v1")
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    service = Service(versions / "v1", store, forget_on_delete=True)
+    client = TestClient(create_app(service))
+    user = str(service.current.dataset.user_ids[5])
+    before = service.current.version
+
+    erased = client.delete(f"/users/{user}")
+    assert erased.status_code == 200 and erased.json()["forgetting"] is True
+    thread = forgetting(service)._thread
+    assert thread is not None
+    thread.join(timeout=600)
+    status = client.get("/admin/forget/status").json()
+    assert status["state"] == "idle" and status["pending_users"] == 0, status
+    assert status["forgotten_users"] == 1
+    assert service.current.version != before
+    assert user not in service.current.dataset.user_ids.cast(pl.Utf8).to_list()
+    assert not (versions / "v1").exists()  # the version that held the user is gone
+    assert client.get(f"/users/{user}/recommendations").status_code == 404
+    store.close()
+
+
+def test_without_forget_on_delete_an_erasure_leaves_the_model_to_admin_forget(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from evorec.serving import Service, create_app
+
+    store = EventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    service = Service(base_dir, store)
+    client = TestClient(create_app(service))
+    user = str(service.current.dataset.user_ids[5])
+    erased = client.delete(f"/users/{user}")
+    assert erased.status_code == 200 and erased.json()["forgetting"] is False
+    assert client.get("/admin/forget/status").json()["pending_users"] == 1
+    store.close()
+
+
+def test_forget_on_delete_is_refused_with_several_workers(base_dir: Path, tmp_path: Path) -> None:
+    done = evorec_cli(
+        "serve", "--model-dir", base_dir, "--db", f"sqlite:///{tmp_path / 'e.db'}",
+        "--workers", "2", "--forget-on-delete", "--port", "0",
+    )  # fmt: skip
+    assert done.returncode == 1 and "--forget-on-delete" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # -- membership inference ----------------------------------------------------------------
 
 

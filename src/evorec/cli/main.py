@@ -574,6 +574,13 @@ def serve(
     allow_open: Annotated[
         bool, typer.Option(help="listen on a non-loopback --host without --api-key")
     ] = False,
+    forget_on_delete: Annotated[
+        bool,
+        typer.Option(
+            help="after DELETE /users/{id}, forget the user from the served model in the "
+            "background and swap the new version in (one worker)"
+        ),
+    ] = False,
 ) -> None:
     """Serve recommendations over HTTP from users' stored, live-updated histories."""
     from evorec.serving.server import serve as run_server
@@ -590,6 +597,7 @@ def serve(
         models_root=models_root,
         max_body_bytes=max_body_bytes,
         allow_open=allow_open,
+        forget_on_delete=forget_on_delete,
     )
 
 

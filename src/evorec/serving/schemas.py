@@ -202,6 +202,10 @@ class History(BaseModel):
 class Deleted(BaseModel):
     user_id: str
     deleted: int = Field(description="events erased")
+    forgetting: bool = Field(
+        description="a background forget of the erased users the served model holds is "
+        "running (serve --forget-on-delete; GET /admin/forget/status follows it)"
+    )
 
 
 class ReloadIn(Strict):

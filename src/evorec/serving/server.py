@@ -73,16 +73,24 @@ def serve(
     models_root: Path | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     allow_open: bool = False,
+    forget_on_delete: bool = False,
 ) -> None:
     """Serve ``model_dir`` until interrupted; bad settings fail before the port opens.
     With ``watch`` (seconds), ``model_dir`` is polled and a new version swapped in (by
     every worker). Without ``api_key``, ``host`` must be a loopback address unless
-    ``allow_open``."""
+    ``allow_open``. ``forget_on_delete``: each erasure starts the background forgetting of
+    ``POST /admin/forget`` (one worker: concurrent forgets in several processes would
+    each swap in a version that still holds the others' users)."""
     exposed = not _is_loopback(host)
     if api_key is None and exposed and not allow_open:
         raise ConfigError(
             f"--host {host} without --api-key opens every write and admin endpoint to the "
             "network: set --api-key (or EVOREC_API_KEY), or pass --allow-open"
+        )
+    if forget_on_delete and workers > 1:
+        raise ConfigError(
+            f"--forget-on-delete runs one forget at a time in one process, not in {workers} "
+            "workers: serve with --workers 1, or call POST /admin/forget after erasures"
         )
     store = EventStore(db)
     try:
@@ -94,6 +102,7 @@ def serve(
             watched_link=_link(model_dir, watch),
             models_root=models_root,
             max_body_bytes=max_body_bytes,
+            forget_on_delete=forget_on_delete,
         )
         if service.seeded:
             console.print(f"store seeded with {service.seeded:,} training events")
@@ -102,6 +111,7 @@ def serve(
             f"http://{host}:{port} (store {store.display_url}"
             f"{f', {workers} worker processes' if workers > 1 else ''}"
             f"{', API key required for writes' if api_key else ''}"
+            f"{', erased users forgotten from the model' if forget_on_delete else ''}"
             f"{f', watching {model_dir} every {watch:g}s' if watch else ''})",
             markup=False,
             highlight=False,

@@ -32,7 +32,8 @@ class Service:
     the link that ``serve --watch`` polls, re-pointed by a reload; ``models_root``: the
     only directory ``POST /admin/reload`` loads models from (default: the parent of
     ``model_dir``); ``history_window``: the latest events a recommendation reads;
-    ``max_body_bytes``: the largest request body accepted."""
+    ``max_body_bytes``: the largest request body accepted; ``forget_on_delete``: an
+    erasure starts forgetting the user from the served model."""
 
     def __init__(
         self,
@@ -44,6 +45,7 @@ class Service:
         models_root: str | Path | None = None,
         history_window: int = HISTORY_WINDOW,
         max_body_bytes: int = MAX_BODY_BYTES,
+        forget_on_delete: bool = False,
     ) -> None:
         self.store = store
         self.api_key = api_key
@@ -52,6 +54,7 @@ class Service:
         self.models_root = Path(models_root or Path(model_dir).absolute().parent).resolve()
         self.history_window = history_window
         self.max_body_bytes = max_body_bytes
+        self.forget_on_delete = forget_on_delete
         self.multiprocess = MULTIPROC_DIR in os.environ
         self.current = ServedModel(model_dir)
         self.watch_error: str | None = None  # set by serve --watch while a version fails

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from evorec.errors import UnknownIdError
+from evorec.serving.forgetting import forgetting
 from evorec.serving.guards import StrictJSONRoute
 from evorec.serving.routes.common import ServiceDep, UserId, responses
 from evorec.serving.schemas import (
@@ -57,10 +58,12 @@ def user_history(
 
 @writes.delete("/users/{user_id}", responses=responses(404, 415, 503))
 def delete_user(user_id: UserId, service: ServiceDep) -> Deleted:
-    """Erase every stored event of the user and log the erasure (``POST /admin/forget``
-    then retrains what learned from the user; the next ``evorec update`` drops the user
-    from the model's files too); afterwards the id is unknown."""
+    """Erase every stored event of the user and log the erasure; afterwards the id is
+    unknown. Under ``serve --forget-on-delete`` this starts forgetting the user from the
+    served model in the background (as ``POST /admin/forget``, which otherwise does it);
+    the next ``evorec update`` drops the user from the model's files too."""
     deleted = service.store.delete_user(user_id)
     if deleted == 0:
         raise UnknownIdError(f"unknown user id {user_id!r}")
-    return Deleted(user_id=user_id, deleted=deleted)
+    running = service.forget_on_delete and forgetting(service).start()
+    return Deleted(user_id=user_id, deleted=deleted, forgetting=running)
