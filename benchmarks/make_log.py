@@ -12,7 +12,12 @@ random item order, so popularity is not the id order), behaviours view/cart/fav/
 
 ``--measure`` writes each log to a temporary folder, then reads and preprocesses it through
 ``evorec.load_dataset`` (no cache, 5-core) in a process of its own: seconds, events/s and
-the peak RSS of that process, and the same for a cached reload.
+the peak RSS of that process, and the same for a cached reload. With ``--stage info`` it
+times ``evorec data info --data LOG`` instead (the statistics of the raw log), its peak
+RSS from ``/usr/bin/time``:
+
+    .venv/bin/python benchmarks/make_log.py --events 1000000 10000000 50000000 --stage info \
+        --measure benchmarks/results/data-info-scaling.json
 """
 
 from __future__ import annotations
@@ -95,12 +100,42 @@ def measure(path: Path) -> dict[str, Any]:
     }
 
 
+def measure_child(path: Path) -> dict[str, Any]:
+    """:func:`measure` in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    return json.loads(done.stdout)
+
+
+def measure_info(path: Path) -> dict[str, Any]:
+    """Seconds and peak RSS of ``evorec data info --data path``."""
+    evorec = str(Path(sys.executable).parent / "evorec")
+    began = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", evorec, "data", "info", "--data", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    return {
+        "seconds": seconds,
+        "peak_rss_gb": int(done.stderr.strip().splitlines()[-1]) / 2**20,
+        "summary": done.stdout,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--write", type=Path, help="write one log here (.parquet or .csv)")
     parser.add_argument("--measure", type=Path, help="results file of the scaling run")
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    parser.add_argument("--stage", choices=["preprocess", "info"], default="preprocess")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -116,15 +151,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"log.{args.format}"
             write_log(make_log(events), path)
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", str(path)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise SystemExit(done.stderr[-3000:])
-            run = {"events": events, "format": args.format, **json.loads(done.stdout)}
+            run = {"events": events, "format": args.format, "stage": args.stage}
+            run.update(measure_info(path) if args.stage == "info" else measure_child(path))
             run["events_per_second"] = events / run["seconds"]
             print(json.dumps(run), flush=True)
             runs.append(run)
