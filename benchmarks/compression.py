@@ -6,7 +6,8 @@ teacher (dim 64, 2 blocks) trained with its epochs chosen on validation, then ea
 distilled student); a dim-32 one-block student trained alone and the same student distilled
 from the teacher (KL on the teacher's softmax over the catalogue mixed with the next-item
 loss, epochs chosen on validation for both). For every model: ``state.pt`` (+ item index)
-bytes on disk, bytes in memory (parameters and buffers, quantised weights, the item index),
+bytes on disk, bytes in memory (what the served model holds: the network's tensors, with
+quantised weights at their packed size, its item vectors and an ANN index: ``held_bytes``),
 encode latency of one history (median over users) and of a batch of 1,024, NDCG@10 on test
 and its share of the teacher's, and end-to-end p50/p99 of ``GET
 /users/{id}/recommendations?k=10`` against ``evorec serve`` (one sequential client on
@@ -16,19 +17,29 @@ and its share of the teacher's, and end-to-end p50/p99 of ``GET
 float32 search against the quantised IVF-SQ8 and IVF-PQ indexes: index bytes, per-query
 search latency p50/p99 and recall@10 against exact.
 
+In memory (``--memory``, written to ``--out-memory``): the teacher (float32) and its ``fp16``
+and ``int8`` copies, each loaded as the service loads it: the bytes of the network's tensors,
+of its item table, and of the item vectors the served model holds (the table, the index's
+vectors and the unit vectors of similar items; memory shared by views counted once); and, in
+a fresh process per model, the resident memory after the imports, after loading the model
+and at its peak while it serves top-10 recommendations to ``--memory-users`` users.
+
 One torch and faiss thread; timings are ratios measured side by side in one run on a shared
 machine.
 
     python benchmarks/compression.py --out benchmarks/results/compression-beauty.json \\
         --out-1m benchmarks/results/compression-1m.json
+    python benchmarks/compression.py --memory --teacher-epochs 1 \\
+        --out-memory benchmarks/results/compression-beauty-memory.json
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import multiprocessing
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +53,17 @@ from evorec.data.split import Split, leave_one_out
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import SASRec
 from evorec.models.base import Recommender
-from evorec.retrieval import build_index, load_or_build_index
+from evorec.retrieval import build_index
+from evorec.retrieval.index import ANNIndex
+from evorec.retrieval.ranking import Int8Vectors, ItemVectors
+from evorec.serving.engine import ServedModel
 from evorec.serving.server import running_server
 from evorec.store import EventStore
 from evorec.training.compress import compress
 from evorec.training.distill import distill
 
 METHODS = ["fp16", "int8", "dynamic-int8", "prune", "sq8", "dynamic-int8+sq8"]
+MEMORY_METHODS = ["fp16", "int8"]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "amazon-s3rec"
 
 
@@ -58,13 +73,86 @@ def disk_bytes(path: Path) -> int:
     return sum(file.stat().st_size for file in files)
 
 
-def memory_bytes(model: Recommender, path: Path) -> int:
-    """The network's state as held in memory (quantised weights at their packed size) and
-    the item index the service searches."""
-    buffer = io.BytesIO()
-    torch.save(model.fitted_network().state_dict(), buffer)
-    index = load_or_build_index(path, np.ascontiguousarray(model.item_vectors(), np.float32))
-    return buffer.getbuffer().nbytes + len(faiss.serialize_index(index.index))
+Span = tuple[int, int]  # (first address, one past the last) of a block of memory
+
+
+def spans(values: Iterable[Any]) -> list[Span]:
+    """The memory of tensors and arrays (and of the tensors in tuples: packed quantised
+    weights)."""
+    out = []
+    for value in values:
+        if isinstance(value, tuple):
+            out += spans(value)
+        elif isinstance(value, torch.Tensor):
+            out.append((value.data_ptr(), value.data_ptr() + value.numel() * value.element_size()))
+        elif isinstance(value, np.ndarray):
+            start = value.__array_interface__["data"][0]
+            out.append((start, start + value.nbytes))
+    return out
+
+
+def vector_arrays(vectors: ItemVectors) -> list[np.ndarray]:
+    return [vectors.codes, vectors.scale] if isinstance(vectors, Int8Vectors) else [vectors]
+
+
+def covered(blocks: list[Span]) -> int:
+    """Bytes the blocks cover, overlaps (views of one buffer) counted once."""
+    total, reached = 0, 0
+    for start, stop in sorted(blocks):
+        total += max(0, stop - max(start, reached))
+        reached = max(reached, stop)
+    return total
+
+
+def held_bytes(served: ServedModel) -> dict[str, int]:
+    """What a served model holds: its network's tensors (quantised weights at their packed
+    size), its item table, the item vectors of the table, the index and the unit vectors
+    of similar items together, and an ANN index's faiss structure (its serialised size)."""
+    network = served.model.fitted_network()
+    tensors = spans(network.state_dict().values())
+    table = spans([*network.item_embedding.parameters(), *network.item_embedding.buffers()])
+    index = served.index
+    vectors = table + spans(vector_arrays(index.vectors) + vector_arrays(served.unit_vectors))
+    faiss_bytes = len(faiss.serialize_index(index.index)) if isinstance(index, ANNIndex) else 0
+    return {
+        "network_tensor_bytes": covered(tensors),
+        "item_table_bytes": covered(table),
+        "served_item_vector_bytes": covered(vectors),
+        "memory_bytes": covered(tensors + vectors) + faiss_bytes,
+    }
+
+
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``: unlike
+    ``ru_maxrss``, not inherited from the parent across the spawn's exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def serve_rss(path: Path, users: int) -> dict[str, float]:
+    """In a fresh process: resident memory after the imports, after loading ``path`` as the
+    service does, and at the peak while top 10 is served to ``users`` users (at most all)."""
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    before = rss_bytes()
+    served = ServedModel(path)
+    loaded = rss_bytes()
+    histories = served.dataset.histories
+    rows = np.random.default_rng(0).choice(len(histories), min(users, len(histories)), False)
+    began = time.perf_counter()
+    for row in rows:
+        history = histories.take([row])
+        served.recommend(history, 10, history[0], None)
+    seconds = time.perf_counter() - began
+    return {
+        "rss_after_imports_bytes": before,
+        "rss_after_load_bytes": loaded,
+        "peak_rss_bytes": rss_bytes("VmHWM"),
+        "users_served": len(rows),
+        "serve_seconds": seconds,
+    }
 
 
 def encode_latency(model: Recommender, split: Split, users: int) -> dict[str, float]:
@@ -109,7 +197,7 @@ def measure(
 ) -> dict[str, Any]:
     model = Recommender.load(path)
     row: dict[str, Any] = {"model": name, "disk_bytes": disk_bytes(path)}
-    row["memory_bytes"] = memory_bytes(model, path)
+    row["memory_bytes"] = held_bytes(ServedModel(path))["memory_bytes"]
     row |= encode_latency(model, split, args.encode_users)
     row["NDCG@10"] = evaluate(model, split.test, ks=(10,)).metrics["NDCG@10"]
     row |= http_latency(path, db, users, args.work)
@@ -130,14 +218,21 @@ def trained(path: Path, train: Any) -> tuple[Any, float]:
     return model, model.fit_info["benchmark_seconds"]
 
 
+def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The teacher's and the student's SASRec settings."""
+    common = {"device": "cpu", "max_len": 50, "patience": args.patience,
+              "valid_users": args.valid_users}  # fmt: skip
+    return (
+        {**common, "dim": 64, "layers": 2, "epochs": args.teacher_epochs},
+        {**common, "dim": 32, "layers": 1, "epochs": args.student_epochs},
+    )
+
+
 def beauty(args: argparse.Namespace) -> dict[str, Any]:
     """The Beauty table, written to ``args.out`` after every row (students last)."""
     data = load_dataset(args.data)
     split = leave_one_out(data)
-    common = {"device": "cpu", "max_len": 50, "patience": args.patience,
-              "valid_users": args.valid_users}  # fmt: skip
-    teacher_settings = {**common, "dim": 64, "layers": 2, "epochs": args.teacher_epochs}
-    student_settings = {**common, "dim": 32, "layers": 1, "epochs": args.student_epochs}
+    teacher_settings, student_settings = settings(args)
     work = args.work
     teacher_dir = work / "teacher"
     teacher, teacher_seconds = trained(teacher_dir, lambda: SASRec(teacher_settings).fit(split))
@@ -192,6 +287,41 @@ def beauty(args: argparse.Namespace) -> dict[str, Any]:
         _, result["train_seconds"][name] = trained(path, train)
         add(name, path)
     return result
+
+
+def memory(args: argparse.Namespace) -> dict[str, Any]:
+    """The in-memory sizes of the teacher and its fp16 and int8 copies on Beauty."""
+    split = leave_one_out(load_dataset(args.data))
+    teacher_settings, _ = settings(args)
+    teacher_dir = args.work / "teacher"
+    _, teacher_seconds = trained(teacher_dir, lambda: SASRec(teacher_settings).fit(split))
+    paths = {"teacher (float32)": teacher_dir}
+    for method in MEMORY_METHODS:
+        paths[method] = compress(teacher_dir, args.work / f"memory-{method}", method)
+    spawn = multiprocessing.get_context("spawn")
+    rows = []
+    for name, path in paths.items():
+        row: dict[str, Any] = {"model": name, "disk_bytes": disk_bytes(path)}
+        row |= held_bytes(ServedModel(path))
+        with spawn.Pool(1) as pool:  # a fresh process: its peak is this model's alone
+            row |= pool.apply(serve_rss, (path, args.memory_users))
+        rows.append(row)
+        print(json.dumps(row))
+    for row in rows:
+        row["peak_over_imports_bytes"] = row["peak_rss_bytes"] - row["rss_after_imports_bytes"]
+        for key in ("network_tensor_bytes", "item_table_bytes", "served_item_vector_bytes",
+                    "memory_bytes", "peak_rss_bytes", "peak_over_imports_bytes"):  # fmt: skip
+            row[f"smaller_{key.removesuffix('_bytes')}"] = rows[0][key] / row[key]
+    return {
+        "dataset": str(args.data),
+        "teacher": teacher_settings,
+        "train_seconds": {"teacher": teacher_seconds},
+        "served": "ServedModel (as evorec serve loads it), exact index; top 10 per user, "
+        "history items excluded, one user at a time",
+        "machine": "2 shared CPU cores, another process running; one torch and faiss thread "
+        "(timings not clean; sizes are)",
+        "rows": rows,
+    }
 
 
 def write(out: Path, result: dict[str, Any]) -> None:
@@ -272,11 +402,20 @@ def main() -> None:
     parser.add_argument("--skip-beauty", action="store_true")
     parser.add_argument("--skip-1m", action="store_true")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    parser.add_argument(
+        "--memory", action="store_true", help="only the in-memory sizes (to --out-memory)"
+    )
+    parser.add_argument(
+        "--out-memory", type=Path, default=Path("benchmarks/results/compression-beauty-memory.json")
+    )
+    parser.add_argument("--memory-users", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
     runs = [(beauty, args.out, args.skip_beauty), (million, args.out_1m, args.skip_1m)]
+    if args.memory:
+        runs = [(memory, args.out_memory, False)]
     for run, out, skip in runs:
         if skip:
             continue

@@ -8,9 +8,13 @@ import pytest
 import torch
 from test_retrieval import brute_force
 
+import evorec.retrieval.index as index_module
+import evorec.retrieval.ranking as ranking_module
 from evorec.data.histories import Histories
 from evorec.errors import EvorecError, UnknownIdError
-from evorec.retrieval import Fallback, build_index, rank
+from evorec.models.compression import encode_int8
+from evorec.retrieval import Fallback, build_index, load_or_build_index, rank
+from evorec.retrieval.ranking import Int8Vectors, inner_products, unit_length
 
 N_ITEMS, DIM, N_QUERIES = 800, 12, 30
 
@@ -129,6 +133,101 @@ def test_vectors_scores_and_indexes_agree(
     for other in (by_index, by_scores):
         np.testing.assert_array_equal(other.items, by_vectors.items)
         np.testing.assert_allclose(other.scores, by_vectors.scores, rtol=1e-5)
+
+
+def int8(vectors: np.ndarray) -> Int8Vectors:
+    """``vectors`` as an int8-compressed model holds them."""
+    encoded = encode_int8(torch.from_numpy(vectors))
+    return Int8Vectors(encoded["q"].numpy(), encoded["scale"].numpy())
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Int8 rows dequantised 64 at a time: the 800 items take several blocks."""
+    monkeypatch.setattr(ranking_module, "DEQUANTISED_ROWS", 64)
+    monkeypatch.setattr(index_module, "DEQUANTISED_ROWS", 64)
+
+
+def never_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, fail when more than 64 int8 rows are dequantised at once (a spy on the
+    one method that dequantises)."""
+    rows = Int8Vectors.dense
+
+    def bounded(self: Int8Vectors, which: np.ndarray | slice) -> np.ndarray:
+        block = rows(self, which)
+        assert len(block) <= 64, f"{len(block)} int8 rows dequantised at once"
+        return block
+
+    monkeypatch.setattr(Int8Vectors, "dense", bounded)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"kind": "exact"},
+        {"kind": "ivf", "exact_max_allowed": 0, "nprobe": 1000},
+        {"kind": "hnsw", "exact_max_allowed": 0, "ef_search": 1000},
+    ],
+    ids=["exact", "ivf", "hnsw"],
+)
+@pytest.mark.usefixtures("small_blocks")
+def test_int8_vectors_rank_as_their_dequantised_floats(
+    vectors: np.ndarray, queries: np.ndarray, config: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quantised = int8(vectors)
+    floats = np.asarray(quantised.codes, np.float32) * quantised.scale[:, None]  # as decoded
+    assert floats.dtype == np.float32 and not np.array_equal(floats, vectors)
+    built = build_index(quantised, config)  # IVF trains on a sample dequantised whole
+    if config["kind"] != "hnsw":  # HNSW keeps float vectors in its graph's storage
+        assert built.vectors is quantised
+    never_whole(monkeypatch)
+    rng = np.random.default_rng(14)
+    for share in (0.05, 0.6):  # a sparse allow-list is scored on its rows, a dense one masked
+        options = {"exclude": seen_items(N_QUERIES, 15), "allowed": rng.random(N_ITEMS) < share}
+        expected = rank(10, queries=queries, items=floats, **options)
+        for items in (quantised, built):
+            found = rank(10, queries=queries, items=items, **options)
+            np.testing.assert_array_equal(found.items, expected.items)
+            np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-5)
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_int8_scores_and_unit_vectors_match_the_dequantised_matrix(
+    vectors: np.ndarray, queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    never_whole(monkeypatch)
+    quantised = int8(vectors)
+    floats = np.asarray(quantised.codes, np.float32) * quantised.scale[:, None]
+    scores = inner_products(torch.from_numpy(queries), quantised)
+    np.testing.assert_allclose(scores.numpy(), queries @ floats.T, rtol=1e-5, atol=1e-5)
+    unit = unit_length(quantised)
+    assert isinstance(unit, Int8Vectors) and unit.codes is quantised.codes  # no copy
+    unit_floats = np.asarray(unit.codes, np.float32) * unit.scale[:, None]
+    np.testing.assert_allclose(unit_floats, unit_length(floats), rtol=1e-5, atol=1e-6)
+    assert quantised.nbytes == N_ITEMS * DIM + 4 * N_ITEMS
+
+
+def test_int8_vectors_index_files_are_reused_and_exact_ones_are_not_saved(
+    vectors: np.ndarray, tmp_path
+) -> None:
+    quantised = int8(vectors)
+    for kind in ("hnsw", "sq8"):
+        first = load_or_build_index(tmp_path, quantised, {"kind": kind, "nlist": 8})
+        (saved,) = tmp_path.glob(f"item-index-{kind}-*.faiss")
+        stamp = saved.stat().st_mtime_ns
+        again = load_or_build_index(tmp_path, quantised, {"kind": kind, "nlist": 8})
+        assert saved.stat().st_mtime_ns == stamp and again.n_items == first.n_items
+    assert again.vectors is quantised  # sq8: the exact fallbacks score the model's int8 rows
+    with pytest.raises(EvorecError, match="exact index of int8 item vectors is not saved"):
+        build_index(quantised, {"kind": "exact"}).save(tmp_path / "exact.faiss")
+    with pytest.raises(EvorecError, match="codes must be an int8 matrix"):
+        Int8Vectors(vectors, quantised.scale)
+    with pytest.raises(EvorecError, match=r"scale must be float32 of shape \(800,\)"):
+        Int8Vectors(quantised.codes, quantised.scale[:5])
+    bad = Int8Vectors(quantised.codes, quantised.scale.copy())
+    bad.scale[7] = np.nan
+    with pytest.raises(EvorecError, match="item vectors: row 7 is not finite"):
+        build_index(bad)
 
 
 def test_bad_input_is_refused(vectors: np.ndarray, queries: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from evorec.data.preprocess import PreprocessConfig, preprocess
 from evorec.data.simulate import simulate
@@ -16,11 +17,15 @@ from evorec.data.split import Split, leave_one_out
 from evorec.evaluation.evaluator import evaluate
 from evorec.models import SASRec
 from evorec.models.base import Recommender
-from evorec.models.compression import sparsity
+from evorec.models.compression import compress_network_state, decode, sparsity
 from evorec.retrieval import build_index
+from evorec.retrieval.ranking import Int8Vectors, ItemVectors, dense
+from evorec.serving import Service, create_app
 from evorec.serving.engine import ServedModel
+from evorec.store import EventStore
 from evorec.training.compress import compress
 from evorec.training.distill import distill
+from evorec.training.incremental import UpdateConfig, grow
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -98,6 +103,118 @@ def test_dynamic_int8_quantises_the_linear_layers(source, tmp_path):
     modules = list(model.fitted_network().modules())
     assert not any(type(m) is torch.nn.Linear for m in modules)
     assert any(type(m) is torch.ao.nn.quantized.dynamic.Linear for m in modules)
+    assert isinstance(model.item_vectors(), Int8Vectors)  # stored int8, held int8
+
+
+def _dequantised(source: Path) -> Recommender:
+    """The float32 model that int8 compression stands for: every tensor it encodes decoded
+    back (what loading an int8 model gave before its item table stayed int8)."""
+    model = Recommender.load(source)
+    network = model.fitted_network()
+    encoded = compress_network_state(network.state_dict(), "int8")
+    network.load_state_dict({name: decode(value) for name, value in encoded.items()})
+    return model
+
+
+def _item_table_bytes(model: Recommender) -> int:
+    table = model.fitted_network().item_embedding
+    return sum(t.numel() * t.element_size() for t in (*table.parameters(), *table.buffers()))
+
+
+def _arrays(vectors: ItemVectors) -> list[np.ndarray]:
+    return [vectors.codes, vectors.scale] if isinstance(vectors, Int8Vectors) else [vectors]
+
+
+def _served_item_bytes(served: ServedModel) -> int:
+    """Bytes of item vectors a served model holds (its network's item table, the index's
+    vectors and the unit vectors of similar items), memory shared by views counted once."""
+    table = served.model.fitted_network().item_embedding
+    arrays = [t.detach().numpy() for t in (*table.parameters(), *table.buffers())]
+    arrays += _arrays(served.index.vectors) + _arrays(served.unit_vectors)
+    spans = sorted(
+        (a.__array_interface__["data"][0], a.__array_interface__["data"][0] + a.nbytes)
+        for a in arrays
+    )
+    total, reached = 0, 0
+    for start, stop in spans:
+        total += max(0, stop - max(start, reached))
+        reached = max(reached, stop)
+    return total
+
+
+def test_an_int8_model_ranks_as_the_dequantised_model(source, split, tmp_path):
+    """Scores and top 10 of the int8 rows (held int8, looked up and scored in blocks) are
+    those of the float model with the same dequantised parameters."""
+    out = compress(source, tmp_path / "int8", "int8")
+    model, reference = Recommender.load(out), _dequantised(source)
+    vectors = model.item_vectors()
+    assert isinstance(vectors, Int8Vectors) and vectors.codes.dtype == np.int8
+    np.testing.assert_array_equal(dense(vectors), reference.item_vectors())
+    histories = split.test.histories
+    np.testing.assert_allclose(
+        model.encode(histories), reference.encode(histories), rtol=1e-5, atol=1e-5
+    )
+    expected = reference.rank(histories, 10, exclude=histories)
+    served = ServedModel(out)
+    assert served.index.vectors is not None and isinstance(served.index.vectors, Int8Vectors)
+    for index in (None, served.index):  # full scoring, and the service's exact index
+        ranking = model.rank(histories, 10, exclude=histories, index=index)
+        np.testing.assert_array_equal(ranking.items, expected.items)
+        np.testing.assert_allclose(ranking.scores, expected.scores, rtol=1e-5, atol=1e-5)
+
+
+def test_an_int8_model_holds_a_quarter_of_the_item_table_bytes(source, tmp_path):
+    out = compress(source, tmp_path / "int8", "int8")
+    original, int8 = Recommender.load(source), Recommender.load(out)
+    # dim 48: 48 bytes and a 4-byte scale a row against 192 bytes
+    assert _item_table_bytes(int8) <= 0.3 * _item_table_bytes(original)
+    assert _served_item_bytes(ServedModel(out)) <= 0.3 * _served_item_bytes(ServedModel(source))
+
+
+def test_an_int8_model_saves_reloads_and_serves_as_the_dequantised_model(source, split, tmp_path):
+    out = compress(source, tmp_path / "int8", "int8")
+    model = Recommender.load(out)
+    again = Recommender.load(model.save(tmp_path / "again"))
+    assert again.compression == model.compression
+    stored = torch.load(tmp_path / "again" / "state.pt", weights_only=True)["network"]
+    assert stored["item_embedding.weight"]["q"].dtype == torch.int8
+    before, after = model.item_vectors(), again.item_vectors()
+    assert isinstance(after, Int8Vectors) and isinstance(before, Int8Vectors)
+    np.testing.assert_array_equal(after.codes, before.codes)
+    np.testing.assert_array_equal(after.scale, before.scale)
+    reference = _dequantised(source).save(tmp_path / "reference")  # float32, uncompressed
+    user, item = split.full.user_ids[3], split.full.item_ids[5]
+    answers = []
+    for name, path in (("int8", tmp_path / "again"), ("reference", reference)):
+        store = EventStore(f"sqlite:///{tmp_path / f'{name}.db'}")
+        client = TestClient(create_app(Service(path, store)))
+        answer = []
+        for url in (f"/users/{user}/recommendations", f"/items/{item}/similar"):
+            response = client.get(url, params={"k": 10})
+            assert response.status_code == 200, response.text
+            answer.append([entry["item_id"] for entry in response.json()["items"]])
+        answers.append(answer)
+        store.close()
+    assert answers[0] == answers[1] and all(len(items) == 10 for items in answers[0])
+
+
+def test_an_int8_sq8_model_serves_its_shipped_index_over_the_int8_rows(source, tmp_path):
+    out = compress(source, tmp_path / "q", "int8+sq8")
+    (shipped,) = out.glob("item-index-*.faiss")
+    stamp = shipped.stat().st_mtime_ns
+    served = ServedModel(out)
+    assert served.index.kind == "sq8" and isinstance(served.index.vectors, Int8Vectors)
+    assert list(out.glob("item-index-*.faiss")) == [shipped]  # reused, not rebuilt
+    assert shipped.stat().st_mtime_ns == stamp
+
+
+def test_an_int8_model_grows_float_items_for_an_incremental_update(source, tmp_path):
+    model = Recommender.load(compress(source, tmp_path / "int8", "int8"))
+    before = dense(model.item_vectors())
+    grow(model, model.n_items + 2, UpdateConfig())
+    after = model.item_vectors()
+    assert isinstance(after, np.ndarray) and after.shape == (len(before) + 2, before.shape[1])
+    np.testing.assert_array_equal(after[: len(before)], before)
 
 
 def test_a_pruned_model_has_the_stated_sparsity(source, tmp_path):

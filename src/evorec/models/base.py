@@ -40,7 +40,15 @@ from evorec.modeldir import (
     write_model_dir,
 )
 from evorec.models.compression import after_load, compress_state, decode_state
-from evorec.retrieval.ranking import Fallback, Ranking, rank
+from evorec.retrieval.ranking import (
+    Fallback,
+    Int8Vectors,
+    ItemVectors,
+    Ranking,
+    finite_rows,
+    inner_products,
+    rank,
+)
 
 if TYPE_CHECKING:
     from evorec.models.explain import Explanation
@@ -138,8 +146,9 @@ class Recommender(ABC):
         """Interest vectors ``i`` (``[rows, dim]``) of the given histories."""
 
     @abstractmethod
-    def item_vectors(self) -> np.ndarray:
-        """Item vectors ``v`` (``[n_items, dim]``)."""
+    def item_vectors(self) -> ItemVectors:
+        """Item vectors ``v`` (``[n_items, dim]``): a float32 matrix, or
+        :class:`~evorec.retrieval.ranking.Int8Vectors` for a model that holds them int8."""
 
     @abstractmethod
     def saved_state(self) -> dict[str, Any]:
@@ -198,8 +207,7 @@ class Recommender(ABC):
     def score(self, histories: Histories) -> torch.Tensor:
         """Scores of every item for each history, ``[rows, n_items]``."""
         interest = torch.from_numpy(np.ascontiguousarray(self.encode(histories), np.float32))
-        items = torch.from_numpy(np.ascontiguousarray(self.item_vectors(), np.float32))
-        return interest @ items.T
+        return inner_products(interest, self.item_vectors())
 
     def user_vectors(self, users: Iterable[Any]) -> np.ndarray:
         """Interest vectors of known users (original ids) from their stored histories."""
@@ -454,18 +462,20 @@ def _load_parameters(model: Recommender, file: Path) -> None:
     state = decode_state(state, model.compression, file)
     try:
         model.load_saved_state(state)
-        vectors = np.asarray(model.item_vectors())
+        vectors = model.item_vectors()
+        if not isinstance(vectors, Int8Vectors):
+            vectors = np.asarray(vectors)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as exc:
         detail = f"missing {exc}" if isinstance(exc, KeyError) else _one_line(exc)
         raise ModelDirError(
             f"{file}: parameters do not fit the {model.name} model of config.yaml ({detail})"
         ) from None
-    if vectors.ndim != 2 or len(vectors) != dataset.n_items:
+    if len(vectors.shape) != 2 or len(vectors) != dataset.n_items:
         raise ModelDirError(
             f"{file}: item vectors of shape {vectors.shape} for the {dataset.n_items} items "
             "of dataset/"
         )
-    finite = np.isfinite(vectors).all(1)
+    finite = finite_rows(vectors)
     if not finite.all():
         item = dataset.item_ids[int(np.argmin(finite))]
         raise ModelDirError(f"{file}: the vector of item {item!r} is not finite")

@@ -43,6 +43,8 @@ class BERT4RecConfig(AttentionConfig):
 class BERT4RecNetwork(AttentionNetwork):
     """Item rows ``1..n_items``, padding row 0 and the ``[MASK]`` row ``n_items + 1``."""
 
+    item_slice = slice(1, -1)
+
     def __init__(self, n_items: int, config: BERT4RecConfig) -> None:
         super().__init__(n_items + 2, config)
         self.head = nn.Sequential(
@@ -53,9 +55,6 @@ class BERT4RecNetwork(AttentionNetwork):
         # bidirectional: every position attends to every real (non-padding) one
         keys = (items > 0)[:, None, None, :]
         return self.head(self.attend(self.embed(items), [keys] * len(self.blocks)))
-
-    def item_weights(self) -> torch.Tensor:
-        return self.item_table()[1:-1]
 
 
 @register
@@ -70,7 +69,7 @@ class BERT4Rec(SequentialRecommender):
     @property
     def mask_token(self) -> int:
         """The ``[MASK]`` row of the embedding table, after padding and the items."""
-        return len(self.fitted_network().item_weights()) + 1
+        return self.fitted_network().n_items + 1
 
     @property
     def train_window(self) -> int:

@@ -14,8 +14,12 @@ them encoded:
 - ``prune``: the encoder's linear weights with their smallest-magnitude share set to zero,
   stored as their non-zero entries (flat indices and values).
 
-Loading decodes every tensor back to float32 before the model's ``load_saved_state``, so scores
-stay ``s = i · v`` with the dequantised parameters.
+Loading decodes every tensor back to float32 before the model's ``load_saved_state``, except
+an int8 item table (:data:`ITEM_TABLE`): a sequence network that reads its table by rows only
+holds it as :class:`Int8Embedding` (int8 codes and per-row scales, a quarter of float32's
+bytes), looks up a history's rows dequantised, and its model gives the item vectors as
+:class:`~evorec.retrieval.ranking.Int8Vectors`, which the ranking path scores as they are.
+Scores stay ``s = i · v`` with the dequantised parameters (up to float32 summation order).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import torch
 from torch import nn
 
 from evorec.errors import EvorecError, ModelDirError
+from evorec.retrieval.ranking import Int8Vectors
 
 STATE_METHODS = ("fp16", "int8", "dynamic-int8", "prune")
 ENCODING = "encoding"  # the key that marks an encoded tensor (a dict in place of a tensor)
+ITEM_TABLE = "item_embedding.weight"  # a sequence network's item table: int8 stays int8
 
 
 def encode_int8(weight: torch.Tensor) -> dict[str, Any]:
@@ -38,6 +44,52 @@ def encode_int8(weight: torch.Tensor) -> dict[str, Any]:
     scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
     q = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
     return {ENCODING: "int8-row", "q": q, "scale": scale}
+
+
+def is_encoded(value: Any) -> bool:
+    """Whether ``value`` is an encoded tensor (a dict marked with :data:`ENCODING`)."""
+    return isinstance(value, dict) and ENCODING in value
+
+
+def check_int8(value: dict[str, Any]) -> dict[str, Any]:
+    """An ``int8-row`` encoding checked to be int8 rows with one float32 scale each."""
+    q, scale = value.get("q"), value.get("scale")
+    if not isinstance(q, torch.Tensor) or q.dtype != torch.int8 or q.dim() != 2:
+        raise ValueError("int8 rows must be a 2-D int8 tensor")
+    if not isinstance(scale, torch.Tensor) or scale.shape != (len(q),):
+        raise ValueError(f"{len(q)} int8 rows need {len(q)} scales")
+    return {ENCODING: "int8-row", "q": q, "scale": scale.float()}
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table held as int8 rows with one float32 scale each (``w ≈ q · scale``,
+    as :func:`encode_int8` stores it): a lookup dequantises only the rows it reads."""
+
+    def __init__(self, rows: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("codes", torch.zeros(rows, dim, dtype=torch.int8))
+        self.register_buffer("scale", torch.zeros(rows, dtype=torch.float32))
+
+    @property
+    def num_embeddings(self) -> int:
+        return int(self.codes.shape[0])
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows (any shape of indices) dequantised: ``[*rows.shape, dim]`` float32."""
+        return self.codes[rows].float() * self.scale[rows].unsqueeze(-1)
+
+    def vectors(self, rows: slice) -> Int8Vectors:
+        """A slice of the table's rows as int8 vectors (views of the buffers on the CPU)."""
+        return Int8Vectors(self.codes[rows].cpu().numpy(), self.scale[rows].cpu().numpy())
+
+    def encoded(self) -> dict[str, Any]:
+        """The table as ``state.pt`` stores it (:func:`encode_int8`'s form)."""
+        return {ENCODING: "int8-row", "q": self.codes.cpu(), "scale": self.scale.cpu()}
+
+    def dequantised(self) -> nn.Embedding:
+        """The table as float32 parameters (to train it)."""
+        weight = decode(self.encoded()).to(self.codes.device)
+        return nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=0)
 
 
 def encode_sparse(weight: torch.Tensor) -> dict[str, Any]:
@@ -54,7 +106,7 @@ def encode_sparse(weight: torch.Tensor) -> dict[str, Any]:
 
 def decode(value: Any) -> Any:
     """An encoded tensor (or any nesting of them) back to float32 tensors."""
-    if isinstance(value, dict) and ENCODING in value:
+    if is_encoded(value):
         kind = value[ENCODING]
         if kind == "int8-row":
             return value["q"].float() * value["scale"].float()[:, None]
@@ -78,7 +130,8 @@ def compress_network_state(
     tensors named in ``pruned`` are stored sparse."""
     out: dict[str, Any] = {}
     for name, tensor in network.items():
-        if not tensor.is_floating_point():
+        # an encoded tensor is held so (a loaded int8 table): stored as it is
+        if is_encoded(tensor) or not tensor.is_floating_point():
             out[name] = tensor
         elif method == "fp16":
             out[name] = tensor.half()
@@ -97,7 +150,7 @@ def compress_state(state: dict[str, Any], record: dict[str, Any] | None) -> dict
     if record is None or record.get("state") not in STATE_METHODS or "network" not in state:
         return state
     network = state["network"]
-    if not all(isinstance(value, torch.Tensor) for value in network.values()):
+    if not all(isinstance(value, torch.Tensor) or is_encoded(value) for value in network.values()):
         raise EvorecError(
             "a dynamically quantised network cannot be saved; compress the original model"
         )
@@ -107,7 +160,9 @@ def compress_state(state: dict[str, Any], record: dict[str, Any] | None) -> dict
 
 def decode_state(state: dict[str, Any], record: dict[str, Any] | None, file: Any) -> Any:
     """``state`` as the model's ``load_saved_state`` reads it: decoded when the manifest records
-    a compression method (``file``: ``state.pt``, for messages)."""
+    a compression method (``file``: ``state.pt``, for messages), except an int8 item table
+    (the network's :data:`ITEM_TABLE`), which is only checked: the model decides whether it
+    holds it int8 or decodes it."""
     if record is None:
         return state
     encoding = record.get("state")
@@ -117,7 +172,14 @@ def decode_state(state: dict[str, Any], record: dict[str, Any] | None, file: Any
             f"{', '.join(STATE_METHODS)}"
         )
     try:
-        return decode(state)
+        network = state.get("network")
+        table = network.get(ITEM_TABLE) if isinstance(network, dict) else None
+        if not is_encoded(table) or table[ENCODING] != "int8-row":
+            return decode(state)
+        rest = {name: value for name, value in network.items() if name != ITEM_TABLE}
+        decoded = decode({**state, "network": rest})
+        decoded["network"][ITEM_TABLE] = check_int8(table)
+        return decoded
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
         raise ModelDirError(f"{file}: compressed parameters do not decode ({exc})") from None
 

@@ -25,6 +25,7 @@ from evorec.data.split import EvalSet, Split
 from evorec.errors import ConfigError
 from evorec.modeldir import Shards
 from evorec.models.base import ModelConfig, Recommender, get_model_class, register
+from evorec.retrieval.ranking import dense
 
 
 class MembersConfig(ModelConfig):
@@ -132,7 +133,7 @@ class Ensemble(Recommender):
         return np.concatenate([m.encode(histories) for m in self._fitted_members()], axis=1)
 
     def item_vectors(self) -> np.ndarray:
-        return np.concatenate([m.item_vectors() for m in self._fitted_members()], axis=1)
+        return np.concatenate([dense(m.item_vectors()) for m in self._fitted_members()], axis=1)
 
     def saved_state(self) -> dict[str, Any]:
         return {"members": {str(k): m.saved_state() for k, m in enumerate(self._fitted_members())}}

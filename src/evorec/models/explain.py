@@ -27,7 +27,7 @@ from evorec.data.dataset import ITEM_IDX, Dataset
 from evorec.data.histories import Histories
 from evorec.errors import EvorecError
 from evorec.features.items import item_columns
-from evorec.retrieval.ranking import exclude_seen
+from evorec.retrieval.ranking import dense, exclude_seen
 
 if TYPE_CHECKING:
     from evorec.models.base import Recommender
@@ -246,7 +246,7 @@ def explain_history(
     if int(history.lengths[0]) == 0:
         raise EvorecError("the history holds no event the model knows: nothing to explain")
     occlusion = occlude(model, history, recent)
-    vectors = np.asarray(model.item_vectors(), dtype=np.float64)
+    vectors = dense(model.item_vectors()).astype(np.float64)
     if items is None:
         scores = torch.from_numpy(vectors @ occlusion.full)[None, :]
         exclude_seen(scores, history)

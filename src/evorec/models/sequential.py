@@ -3,7 +3,9 @@
 A sequence network maps a right-padded batch of item sequences (``item + 1``, 0 = padding),
 with the aligned :class:`EventFeatures` (timestamps, behaviours), to one hidden state per
 position. The hidden state at a history's last event is the interest vector ``i``; the
-item rows of the embedding table give ``v``.
+item rows of the embedding table give ``v``. An int8-compressed model holds that table as
+int8 rows (:class:`~evorec.models.compression.Int8Embedding`) where the network reads it by
+rows only: histories look their rows up dequantised, and ``v`` is the int8 rows themselves.
 
 Training is next-item prediction unless a model overrides ``training_example`` (BERT4Rec's
 cloze task), with one output head unless it overrides ``training_heads`` (multi-task);
@@ -17,7 +19,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 from evorec.data.dataset import Dataset
 from evorec.data.histories import Histories
 from evorec.data.split import EvalSet
+from evorec.errors import EvorecError
 from evorec.features import (
     DEFAULT_TEXT_MODEL,
     Fusion,
@@ -39,7 +42,9 @@ from evorec.features import (
     build_user_features,
 )
 from evorec.models.base import EpochSettings, ModelConfig, Recommender
+from evorec.models.compression import ITEM_TABLE, Int8Embedding, decode, is_encoded
 from evorec.models.optim import RowSparseAdamW
+from evorec.retrieval.ranking import ItemVectors
 
 ENCODE_BATCH = 1024
 
@@ -172,8 +177,9 @@ class SequenceNetwork(nn.Module):
     """A network over item sequences with a tied item embedding table; with an
     ``item_encoder`` the table's item rows are fused with the items' content."""
 
-    item_embedding: nn.Embedding
+    item_embedding: nn.Embedding | Int8Embedding
     sparse_rows = False  # item rows looked up with sparse gradients (``sparse_items``)
+    item_slice: ClassVar[slice] = slice(1, None)  # the table's item rows (row 0: padding)
 
     def __init__(self) -> None:
         super().__init__()
@@ -188,14 +194,32 @@ class SequenceNetwork(nn.Module):
 
         Causal networks: position ``t`` may only depend on positions ``<= t``."""
 
+    @property
+    def n_items(self) -> int:
+        """Items of the table (its rows in :attr:`item_slice`)."""
+        return len(range(self.item_embedding.num_embeddings)[self.item_slice])
+
+    def holds_int8_items(self) -> bool:
+        """Whether an int8 item table can stay int8 here: the network reads it by row
+        lookups only, and its rows are the item vectors (no content fused in)."""
+        return self.item_encoder is None
+
     def item_table(self) -> torch.Tensor:
         """The item table (row 0 = padding), computed anew each call so that training
         reaches the content encoders."""
-        weight = self.item_embedding.weight
+        table = self.item_embedding
+        if isinstance(table, Int8Embedding):
+            raise EvorecError(
+                "the item table is held int8 (an int8-compressed model): it is read by rows, "
+                "never whole"
+            )
+        weight = table.weight
         return weight if self.item_encoder is None else self.item_encoder(weight)
 
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        """Rows of :meth:`item_table` for padded item ids."""
+        """Rows of :meth:`item_table` for padded item ids (an int8 table's dequantised)."""
+        if isinstance(self.item_embedding, Int8Embedding):
+            return self.item_embedding(items)
         if self.sparse_rows:
             return F.embedding(items, self.item_embedding.weight, padding_idx=0, sparse=True)
         return F.embedding(items, self.item_table(), padding_idx=0)
@@ -209,7 +233,7 @@ class SequenceNetwork(nn.Module):
 
     def item_weights(self) -> torch.Tensor:
         """The item vectors ``v``, ``[n_items, dim]``: the table rows of real items."""
-        return self.item_table()[1:]
+        return self.item_table()[self.item_slice]
 
     def condition(self, hidden: torch.Tensor, users: np.ndarray | None) -> torch.Tensor:
         """Hidden states ``[batch, ..., dim]`` plus each row's user-profile vector, when the
@@ -388,18 +412,26 @@ class SequentialRecommender(Recommender):
         network.train(was_training)
         return out
 
-    def item_vectors(self) -> np.ndarray:
-        weights = self.fitted_network().item_weights().detach()
+    def item_vectors(self) -> ItemVectors:
+        """The item rows of the table: float32, or an int8 table's own rows (no copy)."""
+        network = self.fitted_network()
+        table = network.item_embedding
+        if isinstance(table, Int8Embedding):
+            vectors = table.vectors(network.item_slice)
+            return vectors if self.config.temperature is None else vectors.unit_length()
+        weights = network.item_weights().detach()
         if self.config.temperature is not None:
             weights = F.normalize(weights, dim=-1)
         return weights.float().cpu().numpy()
 
     def saved_state(self) -> dict[str, Any]:
         network = self.fitted_network()
-        state = {
-            "n_items": len(network.item_weights()),
-            "network": {k: v.cpu() for k, v in network.state_dict().items()},
-        }
+        values = {k: v.cpu() for k, v in network.state_dict().items()}
+        table = network.item_embedding
+        if isinstance(table, Int8Embedding):  # in the encoded form it was loaded from
+            values = {k: v for k, v in values.items() if not k.startswith("item_embedding.")}
+            values[ITEM_TABLE] = table.encoded()
+        state = {"n_items": network.n_items, "network": values}
         if self.features is not None:
             state["features"] = self.features.state()
         if self.user_profiles is not None:
@@ -412,7 +444,17 @@ class SequentialRecommender(Recommender):
         if "user_features" in state:
             self.user_profiles = UserFeatures.from_state(state["user_features"])
         self.network = self.new_network(int(state["n_items"]))
-        self.network.load_state_dict(state["network"])
+        values = dict(state["network"])
+        table = values.get(ITEM_TABLE)
+        if is_encoded(table):
+            if self.network.holds_int8_items():
+                self.network.item_embedding = Int8Embedding(*table["q"].shape).to(self.device)
+                del values[ITEM_TABLE]
+                values["item_embedding.codes"] = table["q"]
+                values["item_embedding.scale"] = table["scale"]
+            else:
+                values[ITEM_TABLE] = decode(table)
+        self.network.load_state_dict(values)
         self.network.eval()
 
 

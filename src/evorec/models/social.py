@@ -76,6 +76,9 @@ class SocialSASRecNetwork(SASRecNetwork):
         self.social_map = nn.Linear(config.dim, config.dim, bias=False)
         nn.init.zeros_(self.social_map.weight)
 
+    def holds_int8_items(self) -> bool:
+        return False  # the social vectors multiply the whole table
+
     def social_vectors(self) -> torch.Tensor:
         """``s`` of every user, ``[n_users, dim]``."""
         z = torch.sparse.mm(self.history_mean, self.item_embedding.weight)

@@ -5,6 +5,12 @@ query ``q``, best first, never an item excluded for that query or outside the al
 The ANN indexes (HNSW, IVF) over-fetch and refill so that filters cost no results: a query
 gets ``k`` items whenever ``k`` candidates exist, padded with ``-inf`` / ``-1`` only when
 fewer do.
+
+The exact index holds the item vectors themselves: float32, or an int8 model's
+:class:`~evorec.retrieval.ranking.Int8Vectors` (scored as int8, never dequantised whole). An
+ANN index over int8 vectors is built from them dequantised a block of rows at a time (IVF
+k-means trains on its sample of at most ``train_size`` rows dequantised) and keeps them for
+its exact fallbacks (HNSW's graph stores float32 vectors, which it falls back to).
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ from evorec.io import write_atomic
 from evorec.modeldir import recorded_retrieval
 from evorec.retrieval.config import IndexKind, RetrievalConfig, retrieval_config
 from evorec.retrieval.ranking import (
+    DEQUANTISED_ROWS,
     Exclusions,
+    Int8Vectors,
+    ItemVectors,
     Result,
     as_allowed,
     as_exclude,
     as_matrix,
     check_k,
+    check_vectors,
+    dense_rows,
     exact_search,
     pairs,
 )
@@ -40,22 +51,21 @@ INDEX_FILE_PREFIX = "item-index-"
 
 
 class ItemIndex(ABC):
-    """Item vectors held in a faiss index, searched by inner product."""
+    """Item vectors searched by inner product, exactly or through a faiss index."""
 
     kind: ClassVar[IndexKind]
 
-    def __init__(self, index: faiss.Index, vectors: np.ndarray, config: RetrievalConfig):
-        self.index = index
-        self.vectors = vectors  # [n_items, dim] float32, for exact scoring
+    def __init__(self, vectors: ItemVectors, config: RetrievalConfig) -> None:
+        self.vectors = vectors  # [n_items, dim] float32 or int8, for exact scoring
         self.config = config
 
     @property
     def n_items(self) -> int:
-        return int(self.index.ntotal)
+        return len(self.vectors)
 
     @property
     def dim(self) -> int:
-        return int(self.index.d)
+        return int(self.vectors.shape[1])
 
     def search(
         self,
@@ -84,15 +94,30 @@ class ItemIndex(ABC):
     ) -> Result:
         """:meth:`search` on validated input (``exclude`` rows sorted and unique)."""
 
+    @abstractmethod
+    def stored(self) -> faiss.Index:
+        """The faiss index that :meth:`save` writes."""
+
     def save(self, path: str | Path) -> Path:
         """Write the index to ``path`` atomically (a temp file renamed into place)."""
-        return write_atomic(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+        index = self.stored()
+        return write_atomic(path, lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 class ExactIndex(ItemIndex):
-    """Brute force: every item scored (torch matmul + top-k, in chunks of queries)."""
+    """Brute force: every item scored (torch matmul + top-k, in chunks of queries) against
+    the vectors held, float32 or int8."""
 
     kind = "exact"
+
+    def stored(self) -> faiss.Index:
+        """A flat inner-product index of the vectors (float32 only: int8 vectors live in
+        their model directory's parameters, not in an index file)."""
+        if isinstance(self.vectors, Int8Vectors):
+            raise EvorecError("an exact index of int8 item vectors is not saved")
+        flat = faiss.IndexFlatIP(self.dim)
+        flat.add(self.vectors)
+        return flat
 
     def _search(
         self,
@@ -105,7 +130,15 @@ class ExactIndex(ItemIndex):
 
 
 class ANNIndex(ItemIndex):
-    """An approximate index; filters are applied by over-fetching and refilling."""
+    """An approximate index held in faiss; filters are applied by over-fetching and
+    refilling, and exact fallbacks score ``vectors``."""
+
+    def __init__(self, index: faiss.Index, vectors: ItemVectors, config: RetrievalConfig):
+        super().__init__(vectors, config)
+        self.index = index
+
+    def stored(self) -> faiss.Index:
+        return self.index
 
     @abstractmethod
     def _params(self, fetch: int, attempt: int, sel: Any, share: float) -> faiss.SearchParameters:
@@ -251,36 +284,44 @@ IVF_CLASSES: dict[str, type[IVFIndex]] = {"ivf": IVFIndex, "sq8": IVFSQIndex, "p
 
 
 def build_index(
-    item_vectors: np.ndarray, config: RetrievalConfig | dict[str, Any] | None = None
+    item_vectors: ItemVectors, config: RetrievalConfig | dict[str, Any] | None = None
 ) -> ItemIndex:
-    """An index over ``item_vectors`` (``[n_items, dim]``) of the configured kind."""
+    """An index over ``item_vectors`` (``[n_items, dim]``, float or int8) of the configured
+    kind."""
     config = retrieval_config(config)
-    vectors = as_matrix(item_vectors, "item vectors")
+    vectors = check_vectors(item_vectors)
     n_items, dim = vectors.shape
     if n_items == 0:
         raise EvorecError("item vectors: no items to index")
     kind = config.resolved_kind(n_items)
     if kind == "exact":
-        flat = faiss.IndexFlatIP(dim)
-        flat.add(vectors)
-        return ExactIndex(flat, _flat_vectors(flat), config)
+        return ExactIndex(vectors, config)
     if kind == "hnsw":
         hnsw = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = config.ef_construction
-        hnsw.add(vectors)
+        _add(hnsw, vectors)
         return HNSWIndex(hnsw, _flat_vectors(faiss.downcast_index(hnsw.storage)), config)
     nlist = config.nlist or int(np.clip(4 * np.sqrt(n_items), 1, max(1, n_items // 39)))
     if nlist > n_items:
         raise EvorecError(f"retrieval nlist={nlist} exceeds the {n_items} items to index")
     ivf = _ivf_index(kind, dim, nlist, config)
     ivf.cp.seed = config.seed
-    sample = vectors
+    rows: np.ndarray | slice = slice(None)
     if n_items > config.train_size:
         rng = np.random.default_rng(config.seed)
-        sample = vectors[np.sort(rng.choice(n_items, config.train_size, replace=False))]
-    ivf.train(sample)
-    ivf.add(vectors)
+        rows = np.sort(rng.choice(n_items, config.train_size, replace=False))
+    ivf.train(dense_rows(vectors, rows))
+    _add(ivf, vectors)
     return IVF_CLASSES[kind](ivf, vectors, config)
+
+
+def _add(index: faiss.Index, vectors: ItemVectors) -> None:
+    """Add ``vectors`` to ``index``: float32 at once, int8 dequantised a block at a time."""
+    if not isinstance(vectors, Int8Vectors):
+        index.add(vectors)
+        return
+    for start in range(0, len(vectors), DEQUANTISED_ROWS):
+        index.add(vectors.dense(slice(start, start + DEQUANTISED_ROWS)))
 
 
 def load_index(
@@ -306,7 +347,7 @@ def load_index(
         elif isinstance(index, faiss.IndexIVFPQ):
             loaded = IVFPQIndex(index, _ivf_vectors(index), config)
         elif isinstance(index, faiss.IndexFlat):
-            loaded = ExactIndex(index, _flat_vectors(index), config)
+            loaded = ExactIndex(_flat_vectors(index).copy(), config)
         else:
             raise ModelDirError(f"{path}: unsupported item index type {type(index).__name__}")
     except (RuntimeError, MemoryError) as exc:  # a corrupt size can make faiss over-allocate
@@ -320,7 +361,7 @@ def load_index(
 
 def load_or_build_index(
     directory: str | Path,
-    item_vectors: np.ndarray,
+    item_vectors: ItemVectors,
     config: RetrievalConfig | dict[str, Any] | None = None,
 ) -> ItemIndex:
     """The ANN index of ``item_vectors`` saved in ``directory`` (a model directory), built
@@ -331,7 +372,7 @@ def load_or_build_index(
     the directory's manifest records (a compressed model's), else the defaults."""
     directory = Path(directory)
     config = retrieval_config(config if config is not None else recorded_retrieval(directory))
-    vectors = as_matrix(item_vectors, "item vectors")
+    vectors = check_vectors(item_vectors)
     kind = config.resolved_kind(len(vectors))
     if kind == "exact":
         return build_index(vectors, config)
@@ -340,7 +381,9 @@ def load_or_build_index(
         if kind == "hnsw"
         else {"nlist", "train_size", "seed", *(("pq_m",) if kind == "pq" else ())}
     )
-    digest = hashlib.sha256(vectors.tobytes())
+    digest = hashlib.sha256()
+    for part in (vectors.codes, vectors.scale) if isinstance(vectors, Int8Vectors) else (vectors,):
+        digest.update(np.ascontiguousarray(part).data)
     digest.update(json.dumps({"kind": kind, **build}, sort_keys=True).encode())
     path = directory / f"{INDEX_FILE_PREFIX}{kind}-{digest.hexdigest()[:16]}.faiss"
     if path.is_file():
@@ -349,7 +392,7 @@ def load_or_build_index(
             # codes only approximate the vectors (the digest names them): score exactly
             # with the model's own where the search falls back to exact scoring
             loaded.vectors = vectors
-        elif loaded.vectors.shape != vectors.shape or not np.array_equal(loaded.vectors, vectors):
+        elif not _holds(loaded.vectors, vectors):
             raise ModelDirError(
                 f"{path}: the item index does not hold the model's item vectors (corrupt); "
                 "delete it to have it rebuilt"
@@ -372,6 +415,22 @@ def _faiss_message(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     last = lines[-1] if lines else type(exc).__name__
     return last.split(" Error: ", 1)[-1].strip()
+
+
+def _holds(stored: np.ndarray, vectors: ItemVectors) -> bool:
+    """Whether an index's ``stored`` float vectors are ``vectors`` (int8 ones compared a
+    dequantised block at a time)."""
+    if stored.shape != vectors.shape:
+        return False
+    if not isinstance(vectors, Int8Vectors):
+        return np.array_equal(stored, vectors)
+    blocks = range(0, len(vectors), DEQUANTISED_ROWS)
+    return all(
+        np.array_equal(
+            stored[s : s + DEQUANTISED_ROWS], vectors.dense(slice(s, s + DEQUANTISED_ROWS))
+        )
+        for s in blocks
+    )
 
 
 def _excluded(found: np.ndarray, exclude: list[np.ndarray], n_items: int) -> np.ndarray:

@@ -28,9 +28,116 @@ if TYPE_CHECKING:
     from evorec.retrieval.index import ItemIndex
 
 SCORE_BUDGET = 2**25  # exact scores held at once (floats): bounds memory
+DEQUANTISED_ROWS = 4096  # int8 item rows dequantised at once for scoring
 
 Result = tuple[np.ndarray, np.ndarray]  # (scores [n, k] float32, items [n, k] int64)
 Exclusions = Histories | Sequence[np.ndarray]  # per query, item indices never returned
+
+
+@dataclass(frozen=True)
+class Int8Vectors:
+    """Item vectors held as int8 codes with one float32 scale per row, ``v = codes · scale``
+    (how an int8-compressed model holds its item table). The arrays may be views of the
+    model's own buffers: nothing here copies them whole or dequantises them whole."""
+
+    codes: np.ndarray  # [n_items, dim] int8
+    scale: np.ndarray  # [n_items] float32
+
+    def __post_init__(self) -> None:
+        codes, scale = self.codes, self.scale
+        if codes.dtype != np.int8 or codes.ndim != 2:
+            raise EvorecError(
+                f"int8 vectors: codes must be an int8 matrix, got {codes.dtype} {codes.shape}"
+            )
+        if scale.dtype != np.float32 or scale.shape != (len(codes),):
+            raise EvorecError(
+                f"int8 vectors: scale must be float32 of shape ({len(codes)},), got "
+                f"{scale.dtype} {scale.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.scale.nbytes
+
+    def take(self, rows: np.ndarray) -> Int8Vectors:
+        """The given rows (a copy of their codes)."""
+        return Int8Vectors(self.codes[rows], self.scale[rows])
+
+    def dense(self, rows: np.ndarray | slice) -> np.ndarray:
+        """The given rows dequantised: ``[len(rows), dim]`` float32."""
+        return self.codes[rows].astype(np.float32) * self.scale[rows, None]
+
+    def unit_length(self) -> Int8Vectors:
+        """The rows scaled to unit length: the same codes, each row's scale ``1 / |codes|``
+        (exact: a row's direction is its codes')."""
+        norms = np.empty(len(self), dtype=np.float32)
+        for start in range(0, len(self), DEQUANTISED_ROWS):
+            block = self.codes[start : start + DEQUANTISED_ROWS].astype(np.float32)
+            norms[start : start + len(block)] = np.linalg.norm(block, axis=1)
+        return Int8Vectors(self.codes, (1.0 / np.maximum(norms, 1e-12)).astype(np.float32))
+
+
+ItemVectors = np.ndarray | Int8Vectors  # float32 [n_items, dim], or int8 rows with scales
+
+
+def inner_products(queries: torch.Tensor, vectors: ItemVectors) -> torch.Tensor:
+    """``queries @ v.T`` (``[n, n_items]`` float32, on the queries' device); int8 vectors
+    are dequantised :data:`DEQUANTISED_ROWS` rows at a time."""
+    if not isinstance(vectors, Int8Vectors):
+        items = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        return queries @ items.to(queries.device).T
+    out = torch.empty((len(queries), len(vectors)), dtype=torch.float32, device=queries.device)
+    for start in range(0, len(vectors), DEQUANTISED_ROWS):
+        stop = min(start + DEQUANTISED_ROWS, len(vectors))
+        block = torch.from_numpy(vectors.dense(slice(start, stop))).to(queries.device)
+        out[:, start:stop] = queries @ block.T
+    return out
+
+
+def dense_rows(vectors: ItemVectors, rows: np.ndarray | slice) -> np.ndarray:
+    """Rows of ``vectors`` as float32 (int8 rows dequantised)."""
+    if isinstance(vectors, Int8Vectors):
+        return vectors.dense(rows)
+    return np.asarray(vectors[rows], dtype=np.float32)
+
+
+def dense(vectors: ItemVectors) -> np.ndarray:
+    """Every item vector as a float32 matrix: int8 vectors dequantised whole (for offline
+    uses that need the matrix; scoring goes through :func:`inner_products`)."""
+    return dense_rows(vectors, slice(None))
+
+
+def unit_length(vectors: ItemVectors) -> ItemVectors:
+    """``vectors`` with each row scaled to unit length (zero rows stay zero)."""
+    if isinstance(vectors, Int8Vectors):
+        return vectors.unit_length()
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def finite_rows(vectors: ItemVectors) -> np.ndarray:
+    """Which rows of ``vectors`` are finite (boolean, one per item)."""
+    if isinstance(vectors, Int8Vectors):
+        return np.isfinite(vectors.scale)
+    return np.isfinite(vectors).all(1)
+
+
+def check_vectors(vectors: ItemVectors, what: str = "item vectors") -> ItemVectors:
+    """``vectors`` checked: a float matrix as :func:`as_matrix` gives it, int8 vectors with
+    finite scales."""
+    if not isinstance(vectors, Int8Vectors):
+        return as_matrix(vectors, what)
+    bad = ~finite_rows(vectors)
+    if bad.any():
+        raise EvorecError(f"{what}: row {int(np.flatnonzero(bad)[0])} is not finite")
+    return vectors
 
 
 @dataclass(frozen=True)
@@ -55,7 +162,7 @@ def rank(
     k: int,
     *,
     queries: np.ndarray | None = None,
-    items: ItemIndex | np.ndarray | None = None,
+    items: ItemIndex | ItemVectors | None = None,
     scores: torch.Tensor | None = None,
     exclude: Exclusions | None = None,
     allowed: np.ndarray | None = None,
@@ -94,8 +201,10 @@ def rank(
         part = None if excluded is None else [excluded[r] for r in model_rows]
         if scores is not None:
             found = _top_of_scores(scores, width, part, allowed)
-        elif isinstance(items, np.ndarray):
-            vectors = np.ascontiguousarray(items, dtype=np.float32)
+        elif isinstance(items, (np.ndarray, Int8Vectors)):
+            vectors = items
+            if not isinstance(items, Int8Vectors):
+                vectors = np.ascontiguousarray(items, dtype=np.float32)
             matrix = as_matrix(queries, "queries", vectors.shape[1])
             found = exact_search(vectors, matrix, width, part, allowed)
         else:
@@ -117,7 +226,7 @@ def exclude_seen(scores: torch.Tensor, histories: Histories) -> None:
 
 
 def exact_search(
-    vectors: np.ndarray,
+    vectors: ItemVectors,
     queries: np.ndarray,
     k: int,
     exclude: list[np.ndarray] | None,
@@ -125,14 +234,17 @@ def exact_search(
 ) -> Result:
     """Exact top-``k`` by inner product over the allowed items (``[n, k]``, padded); a
     sparse allow-list is scored on its own rows, a dense one by masking. ``exclude`` rows
-    must be sorted and unique (:func:`as_exclude`)."""
+    must be sorted and unique (:func:`as_exclude`); ``vectors`` are float32 (C-contiguous)
+    or int8 (:func:`inner_products`)."""
     n_queries = len(queries)
     scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     items = np.full((n_queries, k), -1, dtype=np.int64)
     subset = None
     if allowed is not None and 2 * int(allowed.sum()) < len(vectors):
         subset = np.flatnonzero(allowed)
-    candidates = torch.from_numpy(vectors if subset is None else vectors[subset])
+    candidates = vectors
+    if subset is not None:
+        candidates = vectors.take(subset) if isinstance(vectors, Int8Vectors) else vectors[subset]
     blocked = None if allowed is None or subset is not None else torch.from_numpy(~allowed)
     if len(candidates) == 0 or n_queries == 0:
         return scores, items
@@ -140,7 +252,7 @@ def exact_search(
     with torch.inference_mode():
         for start in range(0, n_queries, chunk):
             stop = min(start + chunk, n_queries)
-            block = torch.from_numpy(queries[start:stop]) @ candidates.T
+            block = inner_products(torch.from_numpy(queries[start:stop]), candidates)
             if blocked is not None:
                 block.masked_fill_(blocked, -torch.inf)
             if exclude is not None:
@@ -252,11 +364,13 @@ def pairs(exclude: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _n_items(
-    items: ItemIndex | np.ndarray | None, scores: torch.Tensor | None, fallback: Fallback | None
+    items: ItemIndex | ItemVectors | None,
+    scores: torch.Tensor | None,
+    fallback: Fallback | None,
 ) -> int:
     """The number of items, the same in every source of scores given."""
     sizes = {}
-    if isinstance(items, np.ndarray):
+    if isinstance(items, (np.ndarray, Int8Vectors)):
         sizes["item vectors"] = len(items)
     elif items is not None:
         sizes["index"] = items.n_items

@@ -3,7 +3,8 @@
 Scoring is ``s = i · v`` through the retrieval index of the item vectors
 (``evorec.retrieval``: exact for small catalogues, ANN above), ranked by the model's
 ``rank`` (``evorec.retrieval.ranking.rank``); users with no event the model knows get the
-most popular items through the same filters.
+most popular items through the same filters. An int8 model's item vectors stay int8 here:
+the index and the unit vectors of ``similar`` share the model's codes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from evorec.errors import DataError, UnknownIdError
 from evorec.modeldir import model_version
 from evorec.models.base import Recommender
 from evorec.retrieval import ItemIndex, Ranking, load_or_build_index, rank
+from evorec.retrieval.ranking import check_vectors, dense_rows, unit_length
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,9 @@ class ServedModel:
         dataset = self.model.dataset
         assert dataset is not None  # Recommender.load sets it
         self.dataset = dataset
-        vectors = np.ascontiguousarray(self.model.item_vectors(), dtype=np.float32)
+        vectors = check_vectors(self.model.item_vectors())
         self.index: ItemIndex = load_or_build_index(self.model_dir, vectors)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.unit_vectors = vectors / np.maximum(norms, 1e-12)
+        self.unit_vectors = unit_length(vectors)
         self.item_ids: list[Any] = dataset.item_ids.to_list()
         self.item_lookup = {str(item): n for n, item in enumerate(self.item_ids)}
         self.behavior_codes = {name: code for code, name in enumerate(dataset.behaviors)}
@@ -135,7 +136,7 @@ class ServedModel:
 
     def similar(self, item: int, k: int, allowed: np.ndarray | None) -> Ranked:
         """The ``k`` items of the most similar vectors (cosine), the item itself left out."""
-        query = self.unit_vectors[item : item + 1]
+        query = dense_rows(self.unit_vectors, slice(item, item + 1))
         exclude = [np.array([item], dtype=np.int64)]
         ranking = rank(k, queries=query, items=self.unit_vectors, exclude=exclude, allowed=allowed)
         return _ranked(ranking, "model")

@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evorec.config import RunConfig, SplitConfig
@@ -110,7 +109,7 @@ def compress(
     path = model.save(out, extra=extra)
     if kind is not None:  # shipped with the model, as the service will search it
         loaded = Recommender.load(path)
-        load_or_build_index(path, np.ascontiguousarray(loaded.item_vectors(), np.float32))
+        load_or_build_index(path, loaded.item_vectors())
     return path
 
 

@@ -52,6 +52,7 @@ from evorec.modeldir import (
     recorded_cutoff,
 )
 from evorec.models.base import Recommender, read_manifest
+from evorec.models.compression import Int8Embedding
 from evorec.models.sequential import SequenceNetwork, SequentialRecommender
 from evorec.training.distributed import broadcast_object, context, is_main
 
@@ -397,8 +398,11 @@ def grow(
     empty content for the new items (they come with events, not content: their id rows
     carry them); the content encoders keep their parameters. ``with_events`` marks the
     items the coming training has events of: they join the trained items (default: the
-    new items)."""
+    new items). An int8 item table (a compressed model's) becomes float32 parameters, to be
+    trained."""
     old_net = model.fitted_network()
+    if isinstance(old_net.item_embedding, Int8Embedding):
+        old_net.item_embedding = old_net.item_embedding.dequantised()
     n_old = model.n_items
     added = n_items - n_old
     features = model.features
